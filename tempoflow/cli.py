@@ -1,0 +1,170 @@
+"""The ``tempoflow`` command: data, train, sample, eval, demo.
+
+Every user mistake (a wrong config key or type, a missing file or checkpoint, a bad caption)
+prints one line naming it and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from tempoflow.errors import ConfigError, TempoflowError
+
+DEMO_CONFIG = "configs/demo.yaml"
+
+
+def _overrides_dict(overrides: list[str]) -> dict:
+    """``['sample.steps=8']`` -> ``{'sample': {'steps': 8}}`` for settings applied to a checkpoint."""
+    from tempoflow.config import parse_override
+
+    out: dict = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        if len(path) != 2:
+            raise ConfigError(f"override '{text}' must be section.key=value (e.g. sample.steps=32)")
+        out.setdefault(path[0], {})[path[1]] = value
+    return out
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from tempoflow.config import load_config
+    from tempoflow.data import load_dataset
+    from tempoflow.data.io import write_grid, write_video
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    rows = []
+    for split in args.splits:
+        data = load_dataset(cfg.data, split)
+        folder = out / split
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(len(data)), desc=f"write {split}"):
+            path = write_video(folder / f"{i:05d}.mp4", data.videos[i], fps=data.fps)
+            T, _, H, W = data.videos[i].shape
+            rows.append({"path": str(path.relative_to(out)), "text": data.captions[i], "num_frames": T,
+                         "fps": data.fps, "height": H, "width": W, "split": split})
+        write_grid(out / f"preview_{split}.png", data.videos[: min(8, len(data))])
+    with open(out / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {len(rows)} videos and {out / 'manifest.csv'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tempoflow.config import load_config
+    from tempoflow.train.run import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume, until=args.until)
+    print(f"trained {result.step} steps ({result.steps_per_second:.2f} steps/s), "
+          f"final loss {result.last_loss:.4f}; checkpoint: {result.checkpoint}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from tempoflow.data.io import write_video
+    from tempoflow.evaluate import tile, upscale
+    from tempoflow.train.run import load_method
+
+    method, cfg, ckpt = load_method(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
+    device = next(method.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    captions = [p for p in args.prompt for _ in range(args.num)]
+    out = method.sample(captions, generator=gen)
+    video = upscale(tile(out.video.float().cpu(), len(args.prompt)), args.scale)
+    path = write_video(args.out, video, fps=float(ckpt.meta.get("fps", 8.0)))
+    print(f"wrote {path} ({len(captions)} samples, NFE {out.nfe})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tempoflow.evaluate import evaluate
+
+    record = evaluate(args.checkpoint, args.out, device=args.device, overrides=_overrides_dict(args.overrides))
+    print(json.dumps(record["metrics"], indent=2))
+    out = Path(args.out) if args.out else Path(record["checkpoint"]).parent.parent / "eval"
+    print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tempoflow.demo import run_demo
+
+    config = args.config or (DEMO_CONFIG if Path(DEMO_CONFIG).is_file() else None)
+    run_demo(config, args.overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tempoflow", description="Flows in latent space for video and physics.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_overrides(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides of {what}")
+
+    d = sub.add_parser("data", help="render a dataset to mp4 files with a manifest.csv")
+    d.add_argument("config", help="YAML config (its data section is used)")
+    add_overrides(d, "the config, e.g. data.shapes.resolution=64")
+    d.add_argument("--out", default="data/shapes", help="output folder")
+    d.add_argument("--splits", nargs="+", default=["train", "test", "heldout"])
+    d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("train", help="train the method a config names")
+    t.add_argument("config", help="YAML config, e.g. configs/shapes_flow.yaml")
+    add_overrides(t, "the config, e.g. train.steps=200")
+    t.add_argument("--resume", action="store_true", help="continue the run in out_dir from its latest checkpoint")
+    t.add_argument("--until", type=int, default=None, metavar="STEP",
+                   help="stop at this step with a checkpoint (resume later with --resume)")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate videos from captions with a trained checkpoint")
+    s.add_argument("checkpoint", help="run folder or checkpoint folder")
+    add_overrides(s, "sampling settings, e.g. sample.steps=32 sample.guidance=3")
+    s.add_argument("--prompt", action="append", required=True, help="caption (repeat for several)")
+    s.add_argument("--num", type=int, default=1, help="samples per prompt")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="samples.mp4", help=".mp4, .gif or .webm")
+    s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling for viewing")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="sample a fixed evaluation set, write metrics.json and report.html")
+    e.add_argument("checkpoint", help="run folder or checkpoint folder")
+    add_overrides(e, "sampling/eval settings, e.g. sample.steps=32")
+    e.add_argument("--out", default=None, help="output folder (default: <run>/eval)")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser("demo", help="the main job: data, a short training run, samples, metrics, report")
+    m.add_argument("--config", default=None, help=f"YAML config (default: {DEMO_CONFIG})")
+    add_overrides(m, "the demo config, e.g. train.steps=20000")
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ("sample",) and args.num < 1:
+        print("tempoflow: error: --num must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except TempoflowError as err:
+        print(f"tempoflow: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tempoflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

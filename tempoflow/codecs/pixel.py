@@ -1,0 +1,49 @@
+"""The identity latent space: frames as they are, rescaled to [-1, 1]."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Codec(nn.Module):
+    """A latent space: ``encode`` videos ``(B, T, C, H, W)`` in [0, 1] to latents ``(B, T, *latent_shape)``.
+
+    Codecs are frozen (no gradients reach them from a method's loss) and ``decode`` maps back to
+    ``(B, T, C, H, W)`` in [0, 1]. ``scaling`` is the factor that brings latents to roughly unit
+    variance; it is stored with the codec.
+    """
+
+    name: str = "codec"
+    scaling: float = 1.0
+
+    def latent_shape(self, channels: int, height: int, width: int) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def encode(self, video: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, latents: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class PixelCodec(Codec):
+    """Identity up to the affine map [0, 1] -> [-1, 1] (times ``scaling``)."""
+
+    name = "pixel"
+
+    def __init__(self, scaling: float = 1.0):
+        super().__init__()
+        self.scaling = scaling
+
+    def latent_shape(self, channels: int, height: int, width: int) -> tuple[int, int, int]:
+        return channels, height, width
+
+    def encode(self, video: Tensor) -> Tensor:
+        """``(B, T, C, H, W)`` in [0, 1] -> same shape, roughly in [-1, 1]."""
+        if video.ndim != 5:
+            raise ValueError(f"expected a video batch (B, T, C, H, W), got shape {tuple(video.shape)}")
+        return (video * 2 - 1) * self.scaling
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Inverse of ``encode``, clamped to [0, 1]."""
+        return ((latents / self.scaling + 1) / 2).clamp(0, 1)

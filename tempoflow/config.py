@@ -1,0 +1,254 @@
+"""Typed configuration: dataclasses, YAML files in ``configs/``, dotted overrides on the CLI.
+
+A YAML file mirrors the dataclass tree of :class:`ExperimentConfig`. Every key is checked against
+the dataclass fields and every value against the field's type, so ``train.step=5`` (a typo) or
+``train.steps=fast`` fails with one line that names the key, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tempoflow.data.shapes import ShapesConfig
+from tempoflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to train on; ``name`` selects the sub-config that is used."""
+
+    name: str = "shapes"
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Caption encoder (``tempoflow.text``)."""
+
+    encoder: str = "minilm"  # "minilm" (shipped, pretrained, offline) or "hashing" (no weights)
+    path: str = ""  # local path or hub id of a sentence-transformers model; "" = the shipped MiniLM
+    dim: int = 64  # embedding width of the hashing encoder (MiniLM is fixed at 384)
+    max_tokens: int = 32  # captions are truncated to this many tokens
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """DiT backbone over space-time patches (Peebles & Xie 2023) with text cross-attention."""
+
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    patch_t: int = 1  # frames per patch
+    patch_hw: int = 4  # pixels (or latent cells) per patch side
+    cross_attention: bool = True  # token embeddings by cross-attention (pooled vector always in adaLN)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Latent flow matching (DESIGN §3)."""
+
+    path: str = "condot"  # "condot" or "cosine"
+    sigma_min: float = 0.0
+    caption_dropout: float = 0.1  # probability of training unconditionally, for guidance
+    codec: str = "pixel"
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """ODE sampling."""
+
+    solver: str = "heun"  # euler | midpoint | heun | rk4 | dopri5
+    steps: int = 16  # fixed-step solvers
+    guidance: float = 2.0  # classifier-free guidance scale (1 = conditional model, no guidance)
+    atol: float = 1e-4  # dopri5 tolerances
+    rtol: float = 1e-4
+    num_per_prompt: int = 2
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One trainer for every method (``tempoflow.train``)."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine schedule decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16"
+    compile: bool = False  # torch.compile the method's network (pays on GPU for long runs)
+    log_every: int = 25
+    checkpoint_every: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``tempoflow eval`` and the demo sample and score."""
+
+    prompts: tuple[str, ...] = ()  # empty = a fixed selection of train and held-out captions
+    num_prompts: int = 8
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    method: str = "flow"
+    out_dir: str = "runs/default"
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: DiTConfig = field(default_factory=DiTConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Building dataclasses from plain dicts with type checks.
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples; raise on mismatch."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key '{key}' must be null, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"config key '{key}' must have {len(args)} entries, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - only the annotations used above exist in the configs
+        raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (valid: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"invalid config '{prefix or cls.__name__}': {err}") from err
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples become lists) for YAML/JSON."""
+
+    def convert(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [convert(x) for x in v]
+        if isinstance(v, dict):
+            return {k: convert(x) for k, x in v.items()}
+        return v
+
+    return convert(dataclasses.asdict(cfg))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'train.steps=200'`` -> (['train', 'steps'], 200); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': value is not valid YAML") from err
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set dotted overrides into a nested dict (a copy); type checks happen in ``from_dict``."""
+    data = _deep_copy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _deep_copy(d: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded or {}
+    return from_dict(ExperimentConfig, apply_overrides(data, list(overrides)))
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

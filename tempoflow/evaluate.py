@@ -1,0 +1,156 @@
+"""``tempoflow eval``: sample a fixed, seeded evaluation set from a checkpoint, score it, report it.
+
+Writes ``metrics.json`` (metrics + config, checkpoint hash, seed, hardware, timing), the samples as
+``samples.mp4`` / ``samples.gif`` (one tile per sample, a row per prompt) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tempoflow.config import ExperimentConfig, to_dict
+from tempoflow.data import load_dataset
+from tempoflow.data.io import write_video
+from tempoflow.methods import Method
+from tempoflow.metrics.oracle import caption_accuracy
+from tempoflow.metrics.video import nearest_psnr
+from tempoflow.report.html import VideoCell, read_log, write_report
+from tempoflow.train.run import load_method
+
+VIEW_SCALE = 4  # tiny training resolutions are upscaled (nearest) in the files people look at
+
+
+def hardware() -> str:
+    """A one-line description of where this ran."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def default_prompts(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """``(split, caption)`` pairs: evenly spread training captions, then held-out combinations."""
+    if cfg.eval.prompts:
+        return [("custom", p) for p in cfg.eval.prompts]
+    n = cfg.eval.num_prompts
+    train = load_dataset(cfg.data, "train").unique_captions
+    held = load_dataset(cfg.data, "heldout").unique_captions
+    n_held = min(len(held), n // 2)
+    n_train = n - n_held
+    pick = lambda caps, k: [caps[round(i * (len(caps) - 1) / max(k - 1, 1))] for i in range(k)]  # noqa: E731
+    return [("train", c) for c in pick(train, n_train)] + [("heldout", c) for c in pick(held, n_held)]
+
+
+def tile(videos: Tensor, rows: int) -> Tensor:
+    """``(B, T, C, H, W)`` -> one video ``(T, C, rows*H, cols*W)`` with a 1-pixel grey gutter."""
+    B, T, C, H, W = videos.shape
+    cols = -(-B // rows)
+    padded = F.pad(videos, (1, 1, 1, 1), value=0.5)
+    canvas = padded.new_full((rows * cols, T, C, H + 2, W + 2), 0.5)
+    canvas[:B] = padded
+    canvas = canvas.view(rows, cols, T, C, H + 2, W + 2).permute(2, 3, 0, 4, 1, 5)
+    return canvas.reshape(T, C, rows * (H + 2), cols * (W + 2))
+
+
+def upscale(video: Tensor, factor: int = VIEW_SCALE) -> Tensor:
+    """``(T, C, H, W)`` nearest-neighbour upscaling so small videos are visible."""
+    return F.interpolate(video, scale_factor=factor, mode="nearest") if factor > 1 else video
+
+
+def sample_prompts(method: Method, prompts: list[str], per_prompt: int, seed: int) -> tuple[Tensor, int, float]:
+    """All samples ``(P*K, T, C, H, W)`` (prompt-major), the NFE per batch and the seconds taken."""
+    device = next(method.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    captions = [p for p in prompts for _ in range(per_prompt)]
+    t0 = time.perf_counter()
+    out = method.sample(captions, generator=gen)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out.video.float().cpu(), out.nfe, time.perf_counter() - t0
+
+
+def evaluate(
+    checkpoint: str | Path, out_dir: str | Path | None = None, device: str = "auto", overrides: dict | None = None
+) -> dict:
+    """Sample, score and report one checkpoint; returns the metrics dict written to ``metrics.json``."""
+    method, cfg, ckpt = load_method(checkpoint, device=device, overrides=overrides)
+    out = Path(out_dir) if out_dir else ckpt.path.parent.parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    sc = cfg.sample
+    pairs = default_prompts(cfg)
+    prompts = [c for _, c in pairs]
+    K = sc.num_per_prompt
+    with tqdm(total=1, desc=f"sample {len(prompts)}x{K}", leave=False):
+        videos, nfe, seconds = sample_prompts(method, prompts, K, sc.seed)
+    B, T = videos.shape[:2]
+
+    # One-to-many scores: PSNR against the closest video of the caption's bucket, oracle accuracy.
+    refs = {}
+    for split in {s for s, _ in pairs if s != "custom"}:
+        data = load_dataset(cfg.data, split)
+        buckets = data.buckets()
+        refs.update({c: data.videos[idx] for c, idx in buckets.items()})
+    captions = [c for c in prompts for _ in range(K)]
+    splits = [s for s, _ in pairs for _ in range(K)]
+    metrics: dict = {}
+    for split in ("train", "heldout", "custom"):
+        sel = [i for i, s in enumerate(splits) if s == split]
+        if not sel:
+            continue
+        score = caption_accuracy(videos[sel], [captions[i] for i in sel])
+        row = {"samples": len(sel), "caption_accuracy": score.accuracy, "colour_accuracy": score.colour,
+               "shape_accuracy": score.shape, "direction_accuracy": score.direction}
+        have = [i for i in sel if captions[i] in refs]
+        if have:
+            row["nearest_bucket_psnr_db"] = float(
+                nearest_psnr(videos[have], [refs[captions[i]] for i in have]).mean()
+            )
+        metrics[split] = row
+    metrics.update({
+        "nfe": nfe,
+        "solver": sc.solver,
+        "steps": sc.steps,
+        "guidance": sc.guidance,
+        "sampling_seconds": seconds,
+        "frames_per_second": B * T / seconds,
+    })
+
+    rows = len(prompts)
+    grid = upscale(tile(videos, rows))
+    fps = float(ckpt.meta.get("fps", 8.0))
+    write_video(out / "samples.mp4", grid, fps=fps)
+    write_video(out / "samples.gif", grid, fps=fps)
+    cells = []
+    clips = out / "clips"
+    for i, (split, caption) in enumerate(pairs):
+        path = write_video(clips / f"prompt_{i:02d}.gif", upscale(tile(videos[i * K:(i + 1) * K], 1)), fps=fps)
+        cells.append(VideoCell(f"[{split}] {caption}", path))
+    record = {
+        "metrics": metrics,
+        "checkpoint": str(ckpt.path),
+        "checkpoint_sha256": ckpt.digest(),
+        "step": ckpt.step,
+        "seed": sc.seed,
+        "prompts": [{"split": s, "caption": c} for s, c in pairs],
+        "hardware": hardware(),
+        "config": to_dict(cfg),
+    }
+    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    flat = {"step": ckpt.step, "hardware": record["hardware"], **metrics}
+    write_report(
+        out / "report.html",
+        f"tempoflow {cfg.method}: {Path(cfg.out_dir).name} @ step {ckpt.step}",
+        flat,
+        cells,
+        read_log(ckpt.path.parent.parent / "log.jsonl"),
+        notes=f"{K} samples per prompt, seed {sc.seed}, {sc.solver} x {sc.steps}, guidance {sc.guidance}.",
+    )
+    return record

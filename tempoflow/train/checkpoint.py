@@ -1,0 +1,131 @@
+"""Checkpoints: safetensors weights (+ EMA) with a JSON config, written atomically.
+
+Layout of ``<out_dir>/checkpoints/step_00001000/``::
+
+    model.safetensors     trained weights of the method
+    ema.safetensors       EMA weights (what sampling uses by default)
+    config.json           the full experiment config and method metadata
+    state/                optimizer, scheduler, RNG and step (accelerate ``save_state``); only for resume
+
+A checkpoint is first written to a temporary sibling folder and renamed into place, and the
+``latest`` pointer is replaced atomically after it, so a crash never leaves a half-written
+checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tempoflow.errors import CheckpointError
+
+WEIGHTS = "model.safetensors"
+EMA_WEIGHTS = "ema.safetensors"
+CONFIG = "config.json"
+STATE = "state"
+LATEST = "latest"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint folder as read back: its config dict and where its files are."""
+
+    path: Path
+    config: dict
+    meta: dict
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+    def weights(self, ema: bool = True) -> dict[str, torch.Tensor]:
+        name = EMA_WEIGHTS if ema and (self.path / EMA_WEIGHTS).exists() else WEIGHTS
+        return load_file(str(self.path / name))
+
+    def digest(self) -> str:
+        """SHA-256 of the weights file, to name the exact model in metrics and reports."""
+        h = hashlib.sha256()
+        with open(self.path / WEIGHTS, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()[:16]
+
+
+def _state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    # contiguous CPU copies: safetensors refuses shared or non-contiguous storage
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def staging_dir(root: Path, step: int) -> Path:
+    """The temporary folder a checkpoint is assembled in before it is renamed into place."""
+    return root / f".tmp_step_{step:08d}"
+
+
+def commit_checkpoint(
+    root: Path, step: int, model: nn.Module, ema: nn.Module | None, config: dict, meta: dict
+) -> Path:
+    """Add weights and config to the staging folder, rename it to ``root/step_XXXXXXXX``, and
+    point ``root/latest`` at it. The resumable state (``state/``) is already in the staging folder.
+    """
+    tmp = staging_dir(root, step)
+    tmp.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    try:
+        save_file(_state_dict(model), str(tmp / WEIGHTS))
+        if ema is not None:
+            save_file(_state_dict(ema), str(tmp / EMA_WEIGHTS))
+        (tmp / CONFIG).write_text(json.dumps({"config": config, "meta": {**meta, "step": step}}, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer = root / f".{LATEST}.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, root / LATEST)
+    return final
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a run folder, a ``checkpoints`` folder or a checkpoint folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    for candidate in (path, path / "checkpoints"):
+        if (candidate / LATEST).is_file():
+            path = candidate / (candidate / LATEST).read_text().strip()
+            break
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise CheckpointError(f"not a tempoflow checkpoint (no {CONFIG} and {WEIGHTS}): {path}")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    path = resolve_checkpoint(path)
+    try:
+        data = json.loads((path / CONFIG).read_text())
+        return Checkpoint(path=path, config=data["config"], meta=data.get("meta", {}))
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"corrupt {CONFIG} in checkpoint {path}") from err
+
+
+def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
+    """Load weights strictly, with one clear line when they do not fit the module."""
+    try:
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise CheckpointError(f"weights in {where} do not fit the model: {str(err).splitlines()[-1]}") from err
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights in {where} do not match the model: missing {list(missing)[:3]}, "
+            f"unexpected {list(unexpected)[:3]}"
+        )

@@ -1,0 +1,73 @@
+"""Build a method from a config, train it, and load it back from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tempoflow.config import ExperimentConfig, from_dict, save_config, to_dict
+from tempoflow.data import load_dataset, video_shape
+from tempoflow.errors import CheckpointError, ConfigError
+from tempoflow.methods import Method, method_class
+from tempoflow.text import TextEncoder, make_text_encoder
+from tempoflow.train.checkpoint import Checkpoint, load_weights, read_checkpoint
+from tempoflow.train.trainer import Trainer, TrainResult
+
+
+def text_encoder(cfg: ExperimentConfig) -> TextEncoder:
+    t = cfg.text
+    return make_text_encoder(t.encoder, path=t.path, dim=t.dim, max_tokens=t.max_tokens)
+
+
+def build_method(cfg: ExperimentConfig, text: TextEncoder | None = None) -> Method:
+    """The method named by ``cfg.method``, with fresh weights."""
+    cls = method_class(cfg.method)
+    text = text or text_encoder(cfg)
+    with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching global RNG
+        torch.manual_seed(cfg.train.seed)
+        return cls(cfg, video_shape(cfg.data), text)
+
+
+def train(
+    cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None, until: int | None = None
+) -> TrainResult:
+    """Train ``cfg.method`` on the training split of ``cfg.data``; checkpoints go to ``cfg.out_dir``."""
+    out = Path(cfg.out_dir)
+    if not resume and (out / "checkpoints" / "latest").exists():
+        raise ConfigError(
+            f"{out} already holds a run: pass --resume to continue it or choose another out_dir"
+        )
+    data = load_dataset(cfg.data, "train")
+    method = build_method(cfg, text)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
+    trainer = Trainer(method, data.videos, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device)
+    return trainer.fit(resume=resume, until=until)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible to torch")
+    return torch.device(device)
+
+
+def load_method(
+    path: str | Path, device: str = "auto", ema: bool = True, text: TextEncoder | None = None,
+    overrides: dict | None = None,
+) -> tuple[Method, ExperimentConfig, Checkpoint]:
+    """Rebuild a trained method from a checkpoint (EMA weights by default), in eval mode."""
+    ckpt = read_checkpoint(path)
+    data = dict(ckpt.config)
+    for section, values in (overrides or {}).items():
+        data[section] = {**data.get(section, {}), **values}
+    try:
+        cfg = from_dict(ExperimentConfig, data)
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {ckpt.path} has an unreadable config: {err}") from err
+    method = build_method(cfg, text)
+    load_weights(method, ckpt.weights(ema=ema), ckpt.path)
+    return method.to(pick_device(device)).eval(), cfg, ckpt

@@ -1,0 +1,270 @@
+"""One trainer for every method, on ``accelerate``: CPU, one GPU or several run the same code.
+
+AdamW, linear warm-up + cosine decay, gradient clipping, EMA weights, bf16 autocast on GPU,
+atomic checkpoints and exact resume. Noise comes from explicit generators whose states are part
+of the checkpoint, so N steps straight and N/2 + resume + N/2 give identical weights (on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from tempoflow.config import TrainConfig
+from tempoflow.errors import CheckpointError, TrainingError
+from tempoflow.methods.base import Method
+from tempoflow.train.checkpoint import STATE, LATEST, commit_checkpoint, staging_dir
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path
+    seconds: float
+    steps_per_second: float
+    last_loss: float
+    log: list[dict] = field(default_factory=list)
+
+
+class EMA(nn.Module):
+    """Exponential moving average of a module's floating-point state: ``ema ← d·ema + (1−d)·θ``.
+
+    A fused ``_foreach_lerp_`` per step; torch's ``AveragedModel`` checks a device counter on
+    every update, which would force a host sync each step on a GPU.
+    """
+
+    def __init__(self, module: nn.Module, decay: float):
+        super().__init__()
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        ema = [v for v in self.module.state_dict().values() if v.dtype.is_floating_point]
+        cur = [v for v in module.state_dict().values() if v.dtype.is_floating_point]
+        torch._foreach_lerp_(ema, cur, 1.0 - self.decay)
+
+
+class TrainState:
+    """Step counter and the explicit generators, saved with accelerate's custom-object hook."""
+
+    def __init__(self, batch_gen: torch.Generator, noise_gen: torch.Generator):
+        self.step = 0
+        self.batch_gen, self.noise_gen = batch_gen, noise_gen
+
+    def state_dict(self) -> dict:
+        return {
+            "step": torch.tensor(self.step),
+            "batch_gen": self.batch_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.batch_gen.set_state(state["batch_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``cfg.steps``."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def resolve_mixed_precision(setting: str, device: str) -> str:
+    if setting == "auto":
+        return "bf16" if device != "cpu" and torch.cuda.is_available() else "no"
+    return setting
+
+
+class Trainer:
+    """Trains a ``Method`` on an in-memory video dataset (``videos`` (N, T, C, H, W), ``captions``).
+
+    Args:
+        method: the model; its ``loss(batch, generator)`` returns ``{"loss": ...}``.
+        videos: ``(N, T, C, H, W)`` training videos (or fields).
+        captions: N captions (or None for unconditional data).
+        cfg: optimisation settings.
+        out_dir: run folder: ``checkpoints/``, ``log.jsonl``, ``tb/``.
+        config_dict, meta: written into every checkpoint's ``config.json``.
+        device: "auto", "cpu" or "cuda".
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        videos: Tensor,
+        captions: list[str] | None,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        config_dict: dict,
+        meta: dict,
+        device: str = "auto",
+    ):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.config_dict, self.meta = config_dict, meta
+        cpu = device == "cpu" or not torch.cuda.is_available()
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
+        set_seed(cfg.seed + self.accelerator.process_index)
+        dev = self.accelerator.device
+        if cfg.compile:
+            method.net.compile()
+        params = [p for p in method.parameters() if p.requires_grad]
+        if not params:
+            raise TrainingError(f"method '{method.name}' has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.method, self.optimizer, self.scheduler = self.accelerator.prepare(method, self.optimizer, self.scheduler)
+        self.ema = EMA(self.unwrapped, cfg.ema_decay).to(dev)
+        seed = cfg.seed * 1000 + self.accelerator.process_index  # each process draws its own batches
+        self.state = TrainState(
+            torch.Generator().manual_seed(seed), torch.Generator(device=dev).manual_seed(seed + 1)
+        )
+        self.accelerator.register_for_checkpointing(self.ema, self.state)
+        self.videos = videos.to(dev)
+        self.captions = captions
+
+    @property
+    def unwrapped(self) -> Method:
+        return self.accelerator.unwrap_model(self.method)
+
+    def batch(self) -> dict:
+        idx = torch.randint(len(self.videos), (self.cfg.batch_size,), generator=self.state.batch_gen)
+        batch = {"video": self.videos[idx.to(self.videos.device)]}
+        if self.captions is not None:
+            batch["caption"] = [self.captions[i] for i in idx.tolist()]  # CPU indices: no device sync
+        return batch
+
+    def save(self) -> Path:
+        step = self.state.step
+        tmp = staging_dir(self.ckpt_dir, step)
+        if self.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(tmp / STATE))
+        self.accelerator.wait_for_everyone()
+        final = self.ckpt_dir / f"step_{step:08d}"
+        if self.accelerator.is_main_process:
+            final = commit_checkpoint(
+                self.ckpt_dir, step, self.unwrapped, self.ema.module, self.config_dict, self.meta
+            )
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def resume(self) -> None:
+        pointer = self.ckpt_dir / LATEST
+        if not pointer.is_file():
+            raise CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}")
+        path = self.ckpt_dir / pointer.read_text().strip()
+        if not (path / STATE).is_dir():
+            raise CheckpointError(f"--resume: checkpoint {path} has no training state")
+        self.accelerator.load_state(str(path / STATE))
+
+    def fit(self, resume: bool = False, until: int | None = None) -> TrainResult:
+        """Train to ``cfg.steps`` (or stop early at step ``until``, with a checkpoint, as a
+        preempted job would; the schedule still runs over ``cfg.steps``)."""
+        cfg, acc = self.cfg, self.accelerator
+        end = cfg.steps if until is None else min(until, cfg.steps)
+        if resume:
+            self.resume()
+        main = acc.is_main_process
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.out_dir / "log.jsonl", "a") if main else None
+        writer = None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out_dir / "tb"))
+        dev = acc.device
+        loss_sum = torch.zeros((), device=dev)
+        finite = torch.ones((), dtype=torch.bool, device=dev)
+        last_good = None
+        log: list[dict] = []
+        last_loss = float("nan")
+        start_step = self.state.step
+        t0 = tick = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=start_step, desc="train", disable=not main, dynamic_ncols=True)
+        self.method.train()
+        try:
+            while self.state.step < end:
+                batch = self.batch()
+                out = self.method(batch, self.state.noise_gen)
+                loss = out["loss"]
+                finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
+                acc.backward(loss)
+                acc.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.ema.update(self.unwrapped)
+                loss_sum += loss.detach().float()
+                self.state.step += 1
+                bar.update(1)
+                step = self.state.step
+                at_log = step % cfg.log_every == 0 or step == end
+                at_ckpt = step % cfg.checkpoint_every == 0 or step == end
+                if at_log or at_ckpt:
+                    if not bool(finite):
+                        raise TrainingError(
+                            f"loss became non-finite at or before step {step}; training stopped. "
+                            f"Last good checkpoint: {last_good or 'none written yet'}"
+                        )
+                if at_log:
+                    n = step % cfg.log_every or cfg.log_every
+                    last_loss = float(loss_sum) / n
+                    loss_sum.zero_()
+                    now = time.perf_counter()
+                    rec = {
+                        "step": step,
+                        "loss": last_loss,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "steps_per_s": n / max(now - tick, 1e-9),
+                        "time_s": now - t0,
+                    }
+                    tick = now
+                    log.append(rec)
+                    bar.set_postfix(loss=f"{last_loss:.4f}")
+                    if main:
+                        log_file.write(json.dumps(rec) + "\n")
+                        log_file.flush()
+                        writer.add_scalar("loss", last_loss, step)
+                        writer.add_scalar("lr", rec["lr"], step)
+                if at_ckpt:
+                    last_good = self.save()
+        finally:
+            bar.close()
+            if log_file is not None:
+                log_file.close()
+            if writer is not None:
+                writer.close()
+        seconds = time.perf_counter() - t0
+        if last_good is None:  # resumed at or past the final step: nothing new to save
+            last_good = self.save()
+        return TrainResult(
+            step=self.state.step,
+            checkpoint=last_good,
+            seconds=seconds,
+            steps_per_second=(self.state.step - start_step) / max(seconds, 1e-9),
+            last_loss=last_loss,
+            log=log,
+        )

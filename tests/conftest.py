@@ -1,0 +1,48 @@
+"""Shared tiny configurations: every model test runs in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tempoflow.config import load_config
+
+TINY = [
+    "text.encoder=hashing",
+    "text.dim=16",
+    "data.shapes.resolution=16",
+    "data.shapes.num_frames=4",
+    "data.shapes.videos_per_caption=2",
+    "data.shapes.colours=[red, green, blue]",
+    "data.shapes.directions=[left, right, up, down]",
+    "data.shapes.heldout_pairs=[[red, triangle]]",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "model.patch_t=2",
+    "model.patch_hw=4",
+    "sample.steps=2",
+    "sample.num_per_prompt=1",
+    "train.batch_size=4",
+    "train.steps=4",
+    "train.warmup_steps=1",
+    "train.log_every=2",
+    "train.checkpoint_every=2",
+    "eval.num_prompts=2",
+    "device=cpu",
+]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A tiny ``flow`` experiment writing into a temporary folder."""
+
+    def make(*overrides: str):
+        return load_config(None, [*TINY, f"out_dir={tmp_path / 'run'}", *overrides])
+
+    return make

@@ -1,0 +1,80 @@
+"""Config loading: strict keys and types, dotted overrides, one clear line per mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tempoflow.config import ExperimentConfig, load_config, save_config
+from tempoflow.errors import ConfigError
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["train.steps=200", "model.patch_hw=2", "sample.guidance=1.5",
+                             "data.shapes.heldout_pairs=[[red, circle]]"])
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.train.steps == 200 and cfg.model.patch_hw == 2 and cfg.sample.guidance == 1.5
+    assert cfg.data.shapes.heldout_pairs == (("red", "circle"),)
+    assert cfg.train.lr == ExperimentConfig().train.lr  # untouched fields keep their defaults
+
+
+def test_int_accepted_for_float_but_not_the_reverse():
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+    with pytest.raises(ConfigError, match="train.steps"):
+        load_config(None, ["train.steps=1.5"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.step=5", "unknown config key 'train.step'"),
+        ("train.steps=fast", "config key 'train.steps' must be int"),
+        ("model.cross_attention=3", "config key 'model.cross_attention' must be bool"),
+        ("train=3", "config key 'train' must be a mapping"),
+        ("nonsense", "must look like key.sub=value"),
+        ("data.shapes.colours=[red, mauve]", "mauve"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(None, [override])
+
+
+def test_yaml_round_trip_and_errors(tmp_path):
+    cfg = load_config(None, ["train.steps=7", "out_dir=x"])
+    path = tmp_path / "c.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("train:\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match="train.stepz"):
+        load_config(bad)
+
+
+def test_every_shipped_config_loads():
+    configs = sorted(Path(__file__).parent.parent.glob("configs/*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)
+
+
+def test_cli_prints_one_line_not_a_traceback(tmp_path):
+    root = Path(__file__).parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "tempoflow.cli", "train", "configs/demo.yaml", "train.stepz=3"],
+        capture_output=True, text=True, cwd=root,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown config key 'train.stepz'" in lines[0]
+    proc = subprocess.run([sys.executable, "-m", "tempoflow.cli", "train", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 2 and "config file not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,113 @@
+"""Trainer: exact resume, atomic checkpoints, non-finite loss handling, EMA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tempoflow.errors import CheckpointError, ConfigError, TrainingError
+from tempoflow.train.checkpoint import read_checkpoint, resolve_checkpoint
+from tempoflow.train.run import build_method, load_method, train
+from tempoflow.train.trainer import EMA, Trainer, lr_lambda
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors")), load_file(str(path / "ema.safetensors"))
+
+
+def test_resume_is_exact(tiny_cfg, tmp_path):
+    """N steps straight == N/2 steps, stop, resume, N/2 steps: identical weights and EMA on CPU."""
+    straight = train(tiny_cfg("train.steps=6", "train.checkpoint_every=100", f"out_dir={tmp_path / 'a'}"))
+    half = train(tiny_cfg("train.steps=6", "train.checkpoint_every=100", f"out_dir={tmp_path / 'b'}"), until=3)
+    assert half.step == 3
+    resumed = train(tiny_cfg("train.steps=6", "train.checkpoint_every=100", f"out_dir={tmp_path / 'b'}"),
+                    resume=True)
+    assert resumed.step == 6
+    (wa, ea), (wb, eb) = _weights(straight.checkpoint), _weights(resumed.checkpoint)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+        assert torch.equal(ea[k], eb[k]), k
+    # ...and training did change the weights, so the comparison is not vacuous.
+    fresh = build_method(tiny_cfg()).state_dict()
+    assert any(not torch.equal(fresh[k], wa[k]) for k in wa)
+
+
+def test_refuses_to_overwrite_and_needs_a_checkpoint_to_resume(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.steps=2")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(cfg, resume=True)
+    train(cfg)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg)
+
+
+def test_checkpoints_are_complete_and_pointer_is_atomic(tiny_cfg):
+    result = train(tiny_cfg("train.steps=4", "train.checkpoint_every=2"))
+    root = result.checkpoint.parent
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["step_00000002", "step_00000004"]
+    assert not list(root.glob(".tmp*"))  # no staging folders left behind
+    assert resolve_checkpoint(root.parent) == root / "step_00000004"
+    ckpt = read_checkpoint(root.parent)
+    assert ckpt.step == 4 and ckpt.config["method"] == "flow"
+    log = [json.loads(line) for line in (root.parent / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4] and all(r["loss"] > 0 for r in log)
+    method, cfg, _ = load_method(root.parent, device="cpu")
+    assert cfg.train.steps == 4 and not method.training
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a tempoflow checkpoint"):
+        read_checkpoint(tmp_path / "empty")
+
+
+def test_non_finite_loss_stops_with_clear_message_and_keeps_last_good(tiny_cfg):
+    cfg = tiny_cfg("train.steps=6", "train.checkpoint_every=2", "train.log_every=2")
+    method = build_method(cfg)
+    calls = {"n": 0}
+    original = method.loss
+
+    def poisoned(batch, generator=None):
+        calls["n"] += 1
+        out = original(batch, generator)
+        if calls["n"] >= 3:  # step 3 goes bad, after the step-2 checkpoint
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    method.loss = poisoned
+    from tempoflow.data import load_dataset
+
+    data = load_dataset(cfg.data, "train")
+    trainer = Trainer(method, data.videos, data.captions, cfg.train, cfg.out_dir, {"method": "flow"}, {}, "cpu")
+    with pytest.raises(TrainingError, match="non-finite at or before step 4.*step_00000002"):
+        trainer.fit()
+    root = trainer.ckpt_dir
+    assert (root / "latest").read_text() == "step_00000002"
+    assert not (root / "step_00000004").exists()
+
+
+def test_ema_is_a_moving_average():
+    net = torch.nn.Linear(3, 2)
+    ema = EMA(net, decay=0.9)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net)
+    for k, v in ema.module.state_dict().items():
+        # closed form: 0.9 * old + 0.1 * (old + 1) = old + 0.1
+        assert torch.allclose(v, before[k] + 0.1)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    from tempoflow.config import TrainConfig
+
+    f = lr_lambda(TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1))
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)

@@ -36,6 +36,7 @@ class TextConfig:
     path: str = ""  # local path or hub id of a sentence-transformers model; "" = the shipped MiniLM
     dim: int = 64  # embedding width of the hashing encoder (MiniLM is fixed at 384)
     max_tokens: int = 32  # captions are truncated to this many tokens
+    cache: str = ""  # safetensors file of caption embeddings, reused across runs ("" = memory only)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ class FlowConfig:
     sigma_min: float = 0.0
     caption_dropout: float = 0.1  # probability of training unconditionally, for guidance
     codec: str = "pixel"
+    # What the network outputs: "velocity" (v_θ directly) or "data" (x̂_1, turned into a velocity
+    # through the path). The loss is on the velocity either way. Data prediction wins when a patch
+    # holds more numbers than the network's width (Li & He 2025): the clean patch is low-dimensional,
+    # the noise in it is not.
+    prediction: str = "velocity"
+    min_sigma: float = 0.05  # σ_t floor when converting a data prediction into a velocity
+
+    def __post_init__(self) -> None:
+        if self.prediction not in ("velocity", "data"):
+            raise ValueError(f"flow.prediction must be 'velocity' or 'data', got {self.prediction!r}")
 
 
 @dataclass(frozen=True)

@@ -123,14 +123,16 @@ class AffinePath:
         a, _, da, _, det = self._coefficients(t, x_t)
         return (a * v - da * x_t) / det
 
-    def x1_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    def x1_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor, min_sigma: float = 0.0) -> Tensor:
         """Velocity implied by a data estimate: ``v = α' x_1 + σ' (x_t − α x_1) / σ``.
 
         Undefined where ``σ_t = 0`` (``t = 1`` with ``σ_min = 0``): the data estimate then carries no
-        information about the noise. Shapes as in :meth:`velocity_to_x1`.
+        information about the noise. ``min_sigma`` clamps ``σ_t`` from below so that a network
+        predicting data can be integrated up to ``t = 1`` (as in Li & He 2025, "JiT", which clips
+        ``1 − t``). Shapes as in :meth:`velocity_to_x1`.
         """
         a, s, da, ds, _ = self._coefficients(t, x_t)
-        x_0 = (x_t - a * x_1) / s
+        x_0 = (x_t - a * x_1) / s.clamp_min(min_sigma)
         return da * x_1 + ds * x_0
 
 

@@ -4,7 +4,7 @@ Training (Lipman et al. 2023, conditional OT):
     x_1 = codec.encode(video);  x_0 ~ N(0, I);  t ~ U[0, 1]
     x_t = α_t x_1 + σ_t x_0;    target = α'_t x_1 + σ'_t x_0
     drop the caption with probability p (for guidance)
-    loss = ‖v_θ(x_t, t, c) − target‖²
+    loss = ‖v_θ(x_t, t, c) − target‖²   (v_θ = the net, or the velocity its data prediction implies)
 Sampling: integrate dx/dt = v_θ from t = 0 (noise) to t = 1 (data) with guidance scale w:
     v = v_θ(x, t, ∅) + w (v_θ(x, t, c) − v_θ(x, t, ∅))        (Ho & Salimans 2022)
 """
@@ -18,7 +18,7 @@ from tempoflow.codecs import make_codec
 from tempoflow.config import ExperimentConfig
 from tempoflow.flows.guidance import guided
 from tempoflow.flows.paths import make_path
-from tempoflow.flows.solvers import solve_ode
+from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.methods.base import Method, Samples, rand, randn
 from tempoflow.nets.dit import DiT
 from tempoflow.text import TextEncoder
@@ -58,8 +58,15 @@ class FlowMatching(Method):
         t = rand((B,), generator, x_1)  # (B,)
         drop = rand((B,), generator, x_1) < self.cfg.flow.caption_dropout  # (B,)
         ps = self.path.sample(x_0, x_1, t)
-        v = self.net(ps.x_t, t, drop=drop, **self.encode_text(batch["caption"], x_1.device))
+        v = self.velocity(ps.x_t, t, drop=drop, **self.encode_text(batch["caption"], x_1.device))
         return {"loss": (v.float() - ps.dx_t.float()).square().mean()}
+
+    def velocity(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
+        """``v_θ(x_t, t, c)``: the network's output, or its data prediction turned into a velocity."""
+        out = self.net(x_t, t, **cond)  # (B, T, *latent)
+        if self.cfg.flow.prediction == "velocity":
+            return out
+        return self.path.x1_to_velocity(out.float(), x_t.float(), t.float(), self.cfg.flow.min_sigma)
 
     @torch.no_grad()
     def sample(
@@ -84,16 +91,15 @@ class FlowMatching(Method):
         def model_fn(x: Tensor, t: Tensor, drop: Tensor) -> Tensor:
             reps = x.shape[0] // B  # guidance doubles the batch
             c = {k: v.repeat(reps, *([1] * (v.ndim - 1))) for k, v in cond.items()}
-            return self.net(x, t.expand(x.shape[0]), drop=drop, **c)
+            return self.velocity(x, t.expand(x.shape[0]), drop=drop, **c)
 
         x_init = randn((B, num_frames, *self.latent_shape), generator, param.float())
-        fixed_step = solver in ("euler", "midpoint", "heun", "rk4")
         sol = solve_ode(
             guided(model_fn, guidance),
             x_init,
             torch.tensor([0.0, 1.0], device=param.device),
             method=solver,
-            steps=steps if fixed_step else None,
+            steps=steps if solver in FIXED_STEP_METHODS else None,
             atol=sc.atol,
             rtol=sc.rtol,
         )

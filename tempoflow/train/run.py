@@ -17,7 +17,7 @@ from tempoflow.train.trainer import Trainer, TrainResult
 
 def text_encoder(cfg: ExperimentConfig) -> TextEncoder:
     t = cfg.text
-    return make_text_encoder(t.encoder, path=t.path, dim=t.dim, max_tokens=t.max_tokens)
+    return make_text_encoder(t.encoder, path=t.path, dim=t.dim, max_tokens=t.max_tokens, cache=t.cache)
 
 
 def build_method(cfg: ExperimentConfig, text: TextEncoder | None = None) -> Method:

@@ -1,0 +1,234 @@
+"""Video I/O: round trips through mp4, webm, gif and frame folders; grid layout; clear errors."""
+
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from tempoflow.data.io import VideoClip, read_video, write_grid, write_video
+from tempoflow.errors import DataError
+
+HAS_VP9 = "libvpx-vp9" in av.codecs_available
+
+
+def smooth_video(t: int = 16, h: int = 48, w: int = 64) -> torch.Tensor:
+    """``(T, 3, H, W)`` in [0, 1]: colour gradients sliding over time (smooth, so lossy codecs do well)."""
+    k = torch.arange(t, dtype=torch.float32)[:, None, None] / t
+    y = torch.arange(h, dtype=torch.float32)[None, :, None] / h
+    x = torch.arange(w, dtype=torch.float32)[None, None, :] / w
+    red = 0.5 + 0.5 * torch.sin(2 * math.pi * (x + k)) + 0 * y
+    green = 0.5 + 0.5 * torch.cos(2 * math.pi * (y - k)) + 0 * x
+    blue = ((x + y) / 2).expand(t, h, w)
+    return torch.stack([red, green, blue], dim=1)
+
+
+def mean_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().mean().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trips.
+
+
+@pytest.mark.parametrize("fps", [8.0, 12.5, 29.97])
+def test_mp4_round_trip(tmp_path, fps):
+    video = smooth_video()
+    path = write_video(tmp_path / "a" / "clip.mp4", video, fps=fps)
+    clip = read_video(path)
+    assert isinstance(clip, VideoClip) and clip.path == path
+    assert clip.frames.shape == video.shape and clip.frames.dtype == torch.float32
+    assert abs(clip.fps - fps) < 1e-6
+    assert 0.0 <= clip.frames.min() and clip.frames.max() <= 1.0
+    assert mean_abs(clip.frames, video) < 0.03
+
+
+def test_mp4_odd_size_comes_back_padded_to_even(tmp_path):
+    # 4:2:0 H.264 cannot store odd sizes: the writer replicates the last row/column.
+    video = smooth_video(8, 33, 47)
+    clip = read_video(write_video(tmp_path / "odd.mp4", video, fps=8))
+    assert clip.frames.shape == (8, 3, 34, 48)
+    assert mean_abs(clip.frames[..., :33, :47], video) < 0.03
+    assert mean_abs(clip.frames[..., 33, :47], video[..., 32, :]) < 0.03  # Edge replication.
+    assert mean_abs(clip.frames[..., :33, 47], video[..., :, 46]) < 0.03
+
+
+def test_grey_video_is_written_as_rgb(tmp_path):
+    grey = smooth_video()[:, :1]
+    clip = read_video(write_video(tmp_path / "grey.mp4", grey, fps=8))
+    assert clip.frames.shape == (16, 3, 48, 64)
+    assert mean_abs(clip.frames, grey.expand(-1, 3, -1, -1)) < 0.03
+
+
+@pytest.mark.parametrize("fps", [10.0, 8.0])
+def test_gif_round_trip(tmp_path, fps):
+    video = smooth_video()
+    video[5:8] = video[4]  # A still stretch must keep its frames (Pillow's writer would merge them).
+    path = write_video(tmp_path / "clip.gif", video, fps=fps)
+    assert b"NETSCAPE2.0" in path.read_bytes()  # The loop extension.
+    clip = read_video(path)
+    assert clip.frames.shape == video.shape
+    # Delays are centiseconds: 8 fps is written 13, 12, 13, ... and 16 frames span exactly 2 s.
+    assert abs(clip.fps - fps) < 1e-6
+    assert mean_abs(clip.frames, video) < 0.05  # 256-colour palette.
+
+
+@pytest.mark.skipif(not HAS_VP9, reason="this PyAV build has no libvpx-vp9 encoder")
+def test_webm_round_trip_keeps_odd_size(tmp_path):
+    video = smooth_video(8, 33, 47)
+    clip = read_video(write_video(tmp_path / "clip.webm", video, fps=12.5))
+    assert clip.frames.shape == video.shape  # VP9 stores odd sizes.
+    assert abs(clip.fps - 12.5) < 1e-6
+    assert mean_abs(clip.frames, video) < 0.03
+
+
+def test_folder_of_png_round_trip_in_natural_order(tmp_path):
+    video = smooth_video(12, 20, 24)
+    folder = tmp_path / "frames"
+    for k in range(len(video)):  # frame_0 ... frame_11: "frame_10" must sort after "frame_9".
+        write_grid(folder / f"frame_{k}.png", video[k : k + 1], pad=0)
+    (folder / "notes.txt").write_text("not a frame")
+    clip = read_video(folder)
+    assert clip.frames.shape == video.shape and clip.fps == 8.0
+    assert (clip.frames - video).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only.
+    assert read_video(folder, fps=24).fps == 24.0
+    assert read_video(folder, max_frames=3).frames.shape[0] == 3
+
+
+def test_write_grid_layout(tmp_path):
+    b, t, h, w, pad = 2, 5, 6, 7, 2
+    levels = torch.arange(b * t, dtype=torch.float32).reshape(b, t, 1, 1, 1) / 255
+    videos = levels.expand(b, t, 3, h, w).clone()  # Cell (b, k) has grey level (b * t + k) / 255.
+    image = torch.from_numpy(np.array(Image.open(write_grid(tmp_path / "g.png", videos, pad=pad))))
+    assert image.shape == (b * (h + pad) + pad, t * (w + pad) + pad, 3)
+    for i in range(b):
+        for k in range(t):
+            top, left = pad + i * (h + pad), pad + k * (w + pad)
+            assert (image[top : top + h, left : left + w] == i * t + k).all()
+    assert (image[:pad] == 0).all() and (image[:, :pad] == 0).all()  # Black padding by default.
+
+    # nrow wraps each video onto ceil(T / nrow) rows; a list and a single video are accepted too.
+    wrapped = Image.open(write_grid(tmp_path / "w.png", list(videos), nrow=2, pad=pad))
+    assert wrapped.size == (2 * (w + pad) + pad, b * 3 * (h + pad) + pad)  # PIL size is (W, H).
+    single = Image.open(write_grid(tmp_path / "s.png", videos[0, :, :1], pad=0))
+    assert single.size == (t * w, h)
+
+
+def test_read_with_max_frames_and_size(tmp_path):
+    video = smooth_video()
+    path = write_video(tmp_path / "clip.mp4", video, fps=8)
+    clip = read_video(path, max_frames=5, size=(24, 32))
+    assert clip.frames.shape == (5, 3, 24, 32) and clip.fps == 8.0
+    expected = F.interpolate(video[:5], size=(24, 32), mode="bilinear", antialias=True)
+    assert mean_abs(clip.frames, expected) < 0.03
+
+
+def test_write_is_atomic_and_overwrites(tmp_path):
+    video = smooth_video()
+    path = write_video(tmp_path / "clip.mp4", video, fps=8)
+    write_video(path, video.flip(0), fps=8)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # No temporary files left.
+    assert mean_abs(read_video(path).frames, video.flip(0)) < 0.03
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
+    video = smooth_video()
+    path = write_video(tmp_path / "clip.mp4", video, fps=8)
+    before = path.read_bytes()
+
+    def broken(*args):
+        raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr("tempoflow.data.io._encode_yuv420", broken)
+    with pytest.raises(DataError, match="clip.mp4"):
+        write_video(path, video.flip(0), fps=8)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"] and path.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: each a DataError naming the file.
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="video file not found: .*nothere.mp4"):
+        read_video(tmp_path / "nothere.mp4")
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "noise.mp4"
+    path.write_bytes(
+        torch.randint(0, 256, (5000,), generator=torch.Generator().manual_seed(0)).byte().numpy()
+    )
+    with pytest.raises(DataError, match="noise.mp4") as info:
+        read_video(path)
+    assert isinstance(info.value.__cause__, av.FFmpegError)  # Chained, not swallowed.
+
+
+def test_truncated_mp4(tmp_path):
+    path = write_video(tmp_path / "cut.mp4", smooth_video(), fps=8)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="cut.mp4"):
+        read_video(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.touch()
+    with pytest.raises(DataError, match="empty.mp4"):
+        read_video(path)
+
+
+def test_text_file_is_not_a_video(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n" * 100)  # FFmpeg would render this as "tty" video.
+    with pytest.raises(DataError, match="notes.txt"):
+        read_video(path)
+
+
+def test_empty_folder(tmp_path):
+    folder = tmp_path / "noframes"
+    folder.mkdir()
+    with pytest.raises(DataError, match="noframes"):
+        read_video(folder)
+
+
+def test_folder_with_mixed_sizes(tmp_path):
+    write_grid(tmp_path / "f1.png", smooth_video(1, 8, 8), pad=0)
+    write_grid(tmp_path / "f2.png", smooth_video(1, 8, 10), pad=0)
+    with pytest.raises(DataError, match="f2.png"):
+        read_video(tmp_path)
+
+
+def test_corrupt_frame_in_folder(tmp_path):
+    write_grid(tmp_path / "f1.png", smooth_video(1, 8, 8), pad=0)
+    (tmp_path / "f2.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="f2.png"):
+        read_video(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["clip.avi", "clip", "grid.tiff"])
+def test_unknown_suffix_on_write(tmp_path, name):
+    write = write_grid if name.startswith("grid") else write_video
+    args = (smooth_video(2, 8, 8),) if write is write_grid else (smooth_video(2, 8, 8), 8)
+    with pytest.raises(DataError, match=name):
+        write(tmp_path / name, *args)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "video, fps",
+    [
+        (torch.zeros(4, 2, 8, 8), 8),
+        (torch.zeros(3, 8, 8), 8),
+        (torch.full((2, 3, 8, 8), math.nan), 8),
+        (torch.zeros(2, 3, 8, 8), 0.0),
+    ],
+    ids=["two-channels", "3-d", "nan", "zero-fps"],
+)
+def test_malformed_input_on_write(tmp_path, video, fps):
+    with pytest.raises(ValueError):
+        write_video(tmp_path / "bad.mp4", video, fps=fps)

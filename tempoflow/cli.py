@@ -49,6 +49,11 @@ def cmd_data(args: argparse.Namespace) -> int:
             rows.append({"path": str(path.relative_to(out)), "text": data.captions[i], "num_frames": T,
                          "fps": data.fps, "height": H, "width": W, "split": split})
         write_grid(out / f"preview_{split}.png", data.videos[: min(8, len(data))])
+    if cfg.text.cache:  # precompute caption embeddings once, for machines without the text model
+        from tempoflow.train.run import text_encoder
+
+        text_encoder(cfg).encode(sorted({r["text"] for r in rows}))
+        print(f"caption embeddings cached in {cfg.text.cache}")
     with open(out / "manifest.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -152,7 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides (key=value) may come after options too: `sample RUN --num 2 sample.steps=8`.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if args.command in ("sample",) and args.num < 1:
         print("tempoflow: error: --num must be >= 1", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -144,6 +145,9 @@ def evaluate(
         "config": to_dict(cfg),
     }
     (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    # the raw samples, so they can be rescored or compared later without sampling again
+    save_file({"videos": videos.contiguous()}, str(out / "samples.safetensors"),
+              metadata={"captions": json.dumps(captions), "splits": json.dumps(splits)})
     flat = {"step": ckpt.step, "hardware": record["hardware"], **metrics}
     write_report(
         out / "report.html",

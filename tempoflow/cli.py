@@ -80,7 +80,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from tempoflow.evaluate import tile, upscale
     from tempoflow.train.run import load_method
 
-    method, cfg, ckpt = load_method(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
+    method, _, ckpt = load_method(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     captions = [p for p in args.prompt for _ in range(args.num)]

@@ -37,6 +37,11 @@ def hardware() -> str:
     return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def _spread(items: list[str], k: int) -> list[str]:
+    """``k`` items evenly spaced through ``items`` (first and last included)."""
+    return [items[round(i * (len(items) - 1) / max(k - 1, 1))] for i in range(k)]
+
+
 def default_prompts(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     """``(split, caption)`` pairs: evenly spread training captions, then held-out combinations."""
     if cfg.eval.prompts:
@@ -46,8 +51,7 @@ def default_prompts(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     held = load_dataset(cfg.data, "heldout").unique_captions
     n_held = min(len(held), n // 2)
     n_train = n - n_held
-    pick = lambda caps, k: [caps[round(i * (len(caps) - 1) / max(k - 1, 1))] for i in range(k)]  # noqa: E731
-    return [("train", c) for c in pick(train, n_train)] + [("heldout", c) for c in pick(held, n_held)]
+    return [("train", c) for c in _spread(train, n_train)] + [("heldout", c) for c in _spread(held, n_held)]
 
 
 def tile(videos: Tensor, rows: int) -> Tensor:
@@ -145,8 +149,8 @@ def evaluate(
         "config": to_dict(cfg),
     }
     (out / "metrics.json").write_text(json.dumps(record, indent=2))
-    # the raw samples, so they can be rescored or compared later without sampling again
-    save_file({"videos": videos.contiguous()}, str(out / "samples.safetensors"),
+    # the raw samples (float16 halves the file), to rescore or compare later without sampling again
+    save_file({"videos": videos.half().contiguous()}, str(out / "samples.safetensors"),
               metadata={"captions": json.dumps(captions), "splits": json.dumps(splits)})
     flat = {"step": ckpt.step, "hardware": record["hardware"], **metrics}
     write_report(

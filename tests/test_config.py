@@ -70,11 +70,11 @@ def test_cli_prints_one_line_not_a_traceback(tmp_path):
     root = Path(__file__).parent.parent
     proc = subprocess.run(
         [sys.executable, "-m", "tempoflow.cli", "train", "configs/demo.yaml", "train.stepz=3"],
-        capture_output=True, text=True, cwd=root,
+        capture_output=True, text=True, cwd=root, check=False,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown config key 'train.stepz'" in lines[0]
     proc = subprocess.run([sys.executable, "-m", "tempoflow.cli", "train", str(tmp_path / "nope.yaml")],
-                          capture_output=True, text=True, cwd=root)
+                          capture_output=True, text=True, cwd=root, check=False)
     assert proc.returncode == 2 and "config file not found" in proc.stderr and "Traceback" not in proc.stderr

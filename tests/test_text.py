@@ -64,3 +64,14 @@ def test_unknown_encoder_and_missing_model_path():
         make_text_encoder("bert")
     with pytest.raises(ConfigError, match="not found"):
         make_text_encoder("minilm", path="./no/such/model")
+
+
+def test_lookup_table_matches_encode_up_to_padding():
+    enc = HashingEncoder(dim=16)
+    a = enc.lookup(CAPS[:1], "cpu")  # table holds one caption
+    b = enc.lookup([CAPS[1], CAPS[0]], "cpu")  # a new caption rebuilds the table
+    ref = enc.encode([CAPS[1], CAPS[0]])
+    L = ref.tokens.shape[1]
+    assert torch.equal(b.tokens[:, :L], ref.tokens) and torch.equal(b.mask[:, :L], ref.mask)
+    assert not b.mask[:, L:].any() and torch.equal(b.pooled, ref.pooled)
+    assert torch.equal(a.pooled[0], ref.pooled[1])

@@ -79,7 +79,8 @@ class ShapesConfig:
     shapes: tuple[str, ...] = SHAPES
     directions: tuple[str, ...] = tuple(DIRECTIONS)
     # Colour-shape pairs never seen in train/test; each colour and shape still is.
-    heldout_pairs: tuple[tuple[str, str], ...] = (("red", "triangle"), ("green", "circle"), ("blue", "square"))
+    heldout_pairs: tuple[tuple[str, str], ...] = (
+        ("red", "triangle"), ("green", "circle"), ("blue", "square"))
     size_range: tuple[float, float] = (0.18, 0.28)  # object diameter as fraction of resolution
     seed: int = 0
 
@@ -87,31 +88,26 @@ class ShapesConfig:
         _check_names("colour", self.colours, PALETTE)
         _check_names("shape", self.shapes, SHAPES)
         _check_names("direction", self.directions, DIRECTIONS)
-        for pair in self.heldout_pairs:
-            if len(pair) != 2 or pair[0] not in PALETTE or pair[1] not in SHAPES:
-                raise ValueError(f"heldout pair must be (colour, shape), got {pair!r}")
-        if self.resolution < 8:
-            raise ValueError(f"resolution must be >= 8 pixels, got {self.resolution}")
-        if self.num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
-        if not (math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"fps must be finite and > 0, got {self.fps}")
-        if self.videos_per_caption < 1:
-            raise ValueError(f"videos_per_caption must be >= 1, got {self.videos_per_caption}")
-        if not 0 <= self.test_per_bucket < self.videos_per_caption:
-            raise ValueError(
-                f"test_per_bucket must be in [0, videos_per_caption={self.videos_per_caption}), "
-                f"got {self.test_per_bucket}"
-            )
         lo, hi = self.size_range
-        if not 0 < lo <= hi < 1:
-            raise ValueError(f"size_range must satisfy 0 < lo <= hi < 1, got {self.size_range}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.two_object_captions < 0:
-            raise ValueError(f"two_object_captions must be >= 0, got {self.two_object_captions}")
-        if self.two_objects and len(set(self.colours)) < 2:
-            raise ValueError(f"two_objects needs two colours (objects differ in colour), got {self.colours}")
+        checks = [
+            (all(len(p) == 2 and p[0] in PALETTE and p[1] in SHAPES for p in self.heldout_pairs),
+             f"heldout_pairs must be (colour, shape) pairs, got {self.heldout_pairs}"),
+            (self.resolution >= 8, f"resolution must be >= 8 pixels, got {self.resolution}"),
+            (self.num_frames >= 1, f"num_frames must be >= 1, got {self.num_frames}"),
+            (math.isfinite(self.fps) and self.fps > 0, f"fps must be finite and > 0, got {self.fps}"),
+            (self.videos_per_caption >= 1, f"videos_per_caption must be >= 1, got {self.videos_per_caption}"),
+            (0 <= self.test_per_bucket < self.videos_per_caption,
+             f"test_per_bucket must be in [0, videos_per_caption), got {self.test_per_bucket}"),
+            (0 < lo <= hi < 1, f"size_range must satisfy 0 < lo <= hi < 1, got {self.size_range}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.two_object_captions >= 0,
+             f"two_object_captions must be >= 0, got {self.two_object_captions}"),
+            (not self.two_objects or len(self.colours) >= 2,
+             f"two_objects needs two colours (objects differ in colour), got {self.colours}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
 
 def _check_names(kind: str, names, known) -> None:
@@ -173,7 +169,8 @@ def position(obj: MovingObject, t: Tensor, resolution: int) -> tuple[Tensor, Ten
     """Centre of ``obj`` at times ``t`` (seconds, any shape) in pixels, float64: ``(x, y)`` like ``t``."""
     t = torch.as_tensor(t, dtype=torch.float64)
     ux, uy = DIRECTIONS[obj.spec.direction]
-    p = torch.tensor([obj.x0, obj.y0, ux * obj.speed_px, uy * obj.speed_px, obj.size / 2.0], dtype=torch.float64)
+    p = [obj.x0, obj.y0, ux * obj.speed_px, uy * obj.speed_px, obj.size / 2.0]
+    p = torch.tensor(p, dtype=torch.float64)
     x0, y0, vx, vy, r = p
     return _fold(x0, vx, t, r, resolution), _fold(y0, vy, t, r, resolution)
 
@@ -229,7 +226,7 @@ def render_scenes(scenes: list[Scene], times: Tensor) -> Tensor:
 
     Batched over videos and times; objects are composited with alpha over the background in order.
     """
-    times = torch.as_tensor(times)
+    times = torch.as_tensor(times).detach().cpu()  # rendering runs on the CPU
     if times.ndim != 1:
         raise ValueError(f"times must be a 1-D tensor of seconds, got shape {tuple(times.shape)}")
     resolutions = {s.resolution for s in scenes}
@@ -243,7 +240,8 @@ def render_scenes(scenes: list[Scene], times: Tensor) -> Tensor:
         objs = [scenes[n].objects[k] for n in idx]
         # Columns: x0, y0, size, speed_px, ux, uy (pixels, seconds).
         p = torch.tensor(
-            [[o.x0, o.y0, o.size, o.speed_px, *DIRECTIONS[o.spec.direction]] for o in objs], dtype=torch.float64
+            [[o.x0, o.y0, o.size, o.speed_px, *DIRECTIONS[o.spec.direction]] for o in objs],
+            dtype=torch.float64,
         ).T[..., None]  # (6, M, 1)
         x0, y0, size, speed, ux, uy = p
         cx = _fold(x0, speed * ux, t, size / 2.0, L)  # (M, T) pixels
@@ -283,15 +281,8 @@ def parse_caption(caption: str) -> list[ObjectSpec]:
     specs = []
     for part in caption.split(" and "):
         w = part.split(" ")
-        ok = (
-            len(w) in (5, 6)
-            and w[0] == "a"
-            and w[1] in PALETTE
-            and w[2] in SHAPES
-            and w[3] == "moves"
-            and w[4] in DIRECTIONS
-            and (len(w) == 5 or (w[5] in SPEED_FACTORS and w[5] != ""))
-        )
+        ok = len(w) in (5, 6) and w[0] == "a" and w[1] in PALETTE and w[2] in SHAPES and w[3] == "moves"
+        ok = ok and w[4] in DIRECTIONS and (len(w) == 5 or w[5] in SPEED_FACTORS and w[5] != "")
         if not ok:
             raise ValueError(f"cannot parse caption {caption!r} at {part!r}")
         specs.append(ObjectSpec(w[1], w[2], w[4], w[5] if len(w) == 6 else ""))
@@ -412,7 +403,8 @@ def make_shapes(cfg: ShapesConfig, split: str) -> ShapesDataset:
             videos = range(n_train) if split == "train" else range(n_train, cfg.videos_per_caption)
         scenes += [_sample_scene(specs, cfg, np.random.default_rng([cfg.seed, i, j])) for j in videos]
     times = _frame_times(cfg.num_frames, cfg.fps)
-    chunks = [render_scenes(scenes[c : c + _RENDER_CHUNK], times) for c in range(0, len(scenes), _RENDER_CHUNK)]
+    starts = range(0, len(scenes), _RENDER_CHUNK)
+    chunks = [render_scenes(scenes[c : c + _RENDER_CHUNK], times) for c in starts]
     L = cfg.resolution
     videos = torch.cat(chunks) if chunks else torch.zeros(0, cfg.num_frames, 3, L, L)
     captions = [s.caption for s in scenes]

@@ -46,7 +46,7 @@ class FlowMatching(Method):
         self.net = DiT(cfg.model, self.latent_shape[0], text.dim)
 
     def encode_text(self, captions: list[str], device: torch.device) -> dict[str, Tensor]:
-        emb = self.text.encode(captions).to(device)
+        emb = self.text.lookup(captions, device)
         return {"tokens": emb.tokens, "mask": emb.mask, "pooled": emb.pooled}
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:

@@ -34,8 +34,12 @@ ALPHA_GATE = 0.3  # a pixel counts for a colour from this coverage on (below: ba
 RESIDUAL_GATE = 0.3  # ...and only if it lies this close (RGB distance) to the colour's ray
 MIN_OBJECT_FRACTION = 0.005  # median coverage mass of an object, fraction of H·W (smallest is ~0.016)
 VALID_FRAME_FRACTION = 0.25  # frames with less than this × the median mass are ignored (occluded)
+WHOLE_FRAME_FRACTION = 0.9  # the shape is read from frames with at least this × the largest mass
 MIN_STEP_FRACTION = 0.005  # slower than this (image sides per frame) on both axes: no direction
 EARLY_STEPS = CLEAR_FRAMES - 1  # first steps that show the captioned direction before any bounce
+# Pixels (frames × H × W) classified at once by caption_accuracy: large batches keep the number of
+# tensor ops small (each costs a thread-pool round trip); the cap bounds memory (~0.3 GB at K = 6).
+_CHUNK_PIXELS = 2**21
 
 
 @dataclass
@@ -50,46 +54,61 @@ class CaptionScore:
     correct: list[bool]
 
 
-def _coverage(video: Tensor) -> Tensor:
-    """``(T, 3, H, W)`` → ``(K, T, H, W)`` coverage of each palette colour (zero where not owned)."""
-    c = torch.tensor(list(PALETTE.values()), dtype=video.dtype, device=video.device)  # (K, 3)
-    alpha = torch.einsum("kc,tchw->kthw", c, video) / (c * c).sum(1)[:, None, None, None]
-    alpha = alpha.clamp(0.0, 1.0)  # (K, T, H, W)
-    residual = (video[None] - alpha[:, :, None] * c[:, None, :, None, None]).norm(dim=2)  # (K, T, H, W)
-    r_best, k_best = residual.min(dim=0)  # (T, H, W)
-    a_best = alpha.gather(0, k_best[None])[0]
-    keep = (a_best >= ALPHA_GATE) & (r_best <= RESIDUAL_GATE)
-    out = torch.zeros_like(alpha)
-    return out.scatter_(0, k_best[None], (a_best * keep)[None])
+def _coverage(videos: Tensor) -> tuple[Tensor, Tensor]:
+    """Owner colour and its coverage of every pixel of ``(B, T, 3, H, W)``: two ``(B, T, H, W)``
+    tensors, the palette index (long) and ``alpha`` (zero for background and unexplained pixels)."""
+    c = torch.tensor(list(PALETTE.values()), dtype=videos.dtype, device=videos.device)  # (K, 3)
+    c2 = (c * c).sum(1)  # (K,)
+    p = videos.movedim(2, -1)  # (B, T, H, W, 3)
+    norm2 = (p * p).sum(-1)  # (B, T, H, W)
+    # alpha >= ALPHA_GATE needs <p, c> >= gate |c|², hence |p| >= gate |c|: skip darker pixels.
+    fg = norm2 >= ALPHA_GATE**2 * c2.min()
+    q = p[fg]  # (P, 3) candidate pixels
+    dot = q @ c.T  # (P, K)
+    alpha = (dot / c2).clamp(0.0, 1.0)
+    # |q − alpha c|² without materialising q − alpha c: |q|² − alpha (2 <q, c> − alpha |c|²).
+    gain = alpha * (2.0 * dot - alpha * c2)  # (P, K)
+    gain_best, k = gain.max(dim=-1)  # (P,)
+    a = alpha.gather(-1, k[:, None])[:, 0]
+    keep = (a >= ALPHA_GATE) & (norm2[fg] - gain_best <= RESIDUAL_GATE**2)
+    owner = torch.zeros(fg.shape, dtype=torch.long, device=videos.device).masked_scatter_(fg, k)
+    return owner, torch.zeros_like(norm2).masked_scatter_(fg, a * keep)
 
 
-def _read_shape(a: Tensor, mass: Tensor, cx: Tensor, cy: Tensor) -> str:
-    """Shape whose template of equal area and centroid fits coverage ``a`` ``(F, H, W)`` best."""
+def _read_shapes(a: Tensor, m: Tensor, cx: Tensor, cy: Tensor, whole: Tensor) -> Tensor:
+    """Index into ``SHAPES`` of the template (equal area and centroid) that fits coverage ``a``
+    ``(..., T, H, W)`` best, by the median over the ``whole`` frames ``(..., T)`` → ``(...)``."""
+    nan = torch.tensor(float("nan"), dtype=a.dtype, device=a.device)
     errors = []
     for shape in SHAPES:
-        size = (mass / FILL[shape]).sqrt()  # (F,) diameter in pixels
+        size = (m / FILL[shape]).sqrt()  # (..., T) diameter in pixels
         template = shape_alpha(shape, cx, cy - CENTROID_OFFSET[shape] * size, size, a.shape[-1])
         template = template * (template >= ALPHA_GATE)  # gated like the coverage
-        errors.append(((a - template).abs().sum((1, 2)) / mass).median())
-    return SHAPES[int(torch.stack(errors).argmin())]
+        error = (a - template).abs().sum((-2, -1)) / m  # (..., T) relative L1 misfit
+        errors.append(torch.where(whole, error, nan).nanmedian(dim=-1).values)
+    return torch.stack(errors, dim=-1).nan_to_num(0.0).argmin(dim=-1)
 
 
-def _read_direction(frames: Tensor, cx: Tensor, cy: Tensor, resolution: int) -> str:
-    """Direction from centroids ``(F,)`` at (sorted) frame indices ``frames``; "" if undecidable."""
-    if len(frames) < 2:
-        return ""
-    gap = frames.diff().to(cx.dtype)
-    step = torch.stack([cx.diff() / gap, cy.diff() / gap], dim=1)  # (F − 1, 2) pixels per frame
-    speed = step.abs().median(dim=0).values  # (2,) per-axis speed; bounces only flip signs
-    if float(speed.max()) < MIN_STEP_FRACTION * resolution:
-        return ""
-    early = step[frames[1:] <= frames[0] + EARLY_STEPS].sum(0)  # steps before any bounce
-    if len(early) == 0 or not bool(early.ne(0).any()):
-        early = step[0]
-    v = speed * early.sign()  # (2,)
-    names = list(DIRECTIONS)
-    u = torch.tensor([DIRECTIONS[n] for n in names], dtype=v.dtype, device=v.device)  # (8, 2)
-    return names[int((u @ v).argmax())]
+def _read_directions(cx: Tensor, cy: Tensor, valid: Tensor, resolution: int) -> Tensor:
+    """Index into ``DIRECTIONS`` from centroid tracks ``(..., T)`` in pixels, or −1 if undecidable.
+
+    Only steps between two ``valid`` frames count. Per-axis speed is the median absolute step
+    (bounces only flip signs); signs come from the first ``EARLY_STEPS`` steps, before any bounce.
+    """
+    T = cx.shape[-1]
+    if T < 2:
+        return torch.full(cx.shape[:-1], -1, dtype=torch.long, device=cx.device)
+    step = torch.stack([cx.diff(dim=-1), cy.diff(dim=-1)], dim=-1)  # (..., T − 1, 2) pixels per frame
+    ok = valid[..., 1:] & valid[..., :-1]  # (..., T − 1)
+    nan = torch.tensor(float("nan"), dtype=cx.dtype, device=cx.device)
+    speed = torch.where(ok[..., None], step.abs(), nan).nanmedian(dim=-2).values.nan_to_num(0.0)  # (..., 2)
+    k = torch.arange(T - 1, device=cx.device)
+    first = ok.int().argmax(dim=-1, keepdim=True)  # first usable step
+    early = (step * (ok & (k < first + EARLY_STEPS))[..., None]).sum(dim=-2)  # (..., 2)
+    u = torch.tensor(list(DIRECTIONS.values()), dtype=cx.dtype, device=cx.device)  # (D, 2)
+    best = ((speed * early.sign()) @ u.T).argmax(dim=-1)  # nearest direction
+    decided = ok.any(dim=-1) & (speed.amax(dim=-1) >= MIN_STEP_FRACTION * resolution)
+    return torch.where(decided, best, -1)
 
 
 def read_objects(video: Tensor, max_objects: int = 2) -> list[ObjectSpec]:
@@ -105,22 +124,35 @@ def read_objects(video: Tensor, max_objects: int = 2) -> list[ObjectSpec]:
     """
     if video.ndim != 4 or video.shape[1] != 3 or video.shape[2] != video.shape[3]:
         raise ValueError(f"video must be (T, 3, H, H), got shape {tuple(video.shape)}")
-    video = video.float()
-    T, _, H, W = video.shape
-    cover = _coverage(video)  # (K, T, H, W)
-    mass = cover.sum((2, 3))  # (K, T) pixels
-    typical = mass.median(dim=1).values  # (K,)
-    found = [k for k in typical.argsort(descending=True).tolist() if typical[k] >= MIN_OBJECT_FRACTION * H * W]
-    grid = torch.arange(H, dtype=video.dtype, device=video.device) + 0.5
-    specs = []
-    for k in found[:max_objects]:
-        frames = (mass[k] >= VALID_FRAME_FRACTION * typical[k]).nonzero()[:, 0]  # (F,) frame indices
-        a, m = cover[k, frames], mass[k, frames]  # (F, H, W), (F,)
-        cx = (a.sum(1) * grid).sum(1) / m  # (F,) centroid in pixels
-        cy = (a.sum(2) * grid).sum(1) / m
-        shape = _read_shape(a, m, cx, cy)
-        specs.append(ObjectSpec(list(PALETTE)[k], shape, _read_direction(frames, cx, cy, H)))
-    return specs
+    return _read_batch(video[None].float(), max_objects)[0]
+
+
+def _read_batch(videos: Tensor, max_objects: int) -> list[list[ObjectSpec]]:
+    """Objects of each video of ``(B, T, 3, H, H)``, batched over videos, objects and frames."""
+    B, T, H, K = videos.shape[0], videos.shape[1], videos.shape[-1], len(PALETTE)
+    owner, alpha = _coverage(videos)  # (B, T, H, W) each
+    mass = torch.zeros(B, T, K, dtype=alpha.dtype, device=alpha.device)
+    mass = mass.scatter_add_(2, owner.flatten(2), alpha.flatten(2)).transpose(1, 2)  # (B, K, T) pixels
+    order = mass.median(dim=-1).values.argsort(dim=1, descending=True)[:, :max_objects]  # (B, M) colours
+    m = mass.gather(1, order[..., None].expand(-1, -1, T))  # (B, M, T)
+    typical = m.median(dim=-1, keepdim=True).values  # (B, M, 1)
+    present = typical[..., 0] >= MIN_OBJECT_FRACTION * H * H  # (B, M)
+    video_of, slot = present.nonzero(as_tuple=True)  # (N,) each: the objects found
+    colour, m, typical = order[video_of, slot], m[video_of, slot], typical[video_of, slot]  # (N,), (N, T)
+    a = alpha[video_of] * (owner[video_of] == colour[:, None, None, None])  # (N, T, H, W)
+    valid = m >= VALID_FRAME_FRACTION * typical  # (N, T) frames not (mostly) hidden
+    whole = valid & (m >= WHOLE_FRAME_FRACTION * m.amax(dim=-1, keepdim=True))  # frames not occluded
+    m = m.clamp(min=torch.finfo(m.dtype).tiny)
+    grid = torch.arange(H, dtype=videos.dtype, device=videos.device) + 0.5
+    cx = (a.sum(-2) * grid).sum(-1) / m  # (N, T) centroid in pixels
+    cy = (a.sum(-1) * grid).sum(-1) / m
+    shape = _read_shapes(a, m, cx, cy, whole)  # (N,)
+    direction = _read_directions(cx, cy, valid, H)  # (N,)
+    colours, directions = list(PALETTE), list(DIRECTIONS)
+    out: list[list[ObjectSpec]] = [[] for _ in range(B)]
+    for b, k, s, d in zip(video_of.tolist(), colour.tolist(), shape.tolist(), direction.tolist()):
+        out[b].append(ObjectSpec(colours[k], SHAPES[s], directions[d] if d >= 0 else ""))
+    return out
 
 
 def _agreement(read: list[ObjectSpec], target: list[ObjectSpec]) -> tuple[int, int, int, bool]:
@@ -148,11 +180,18 @@ def matches(video: Tensor, caption: str, max_objects: int = 2) -> bool:
 def caption_accuracy(videos: Tensor, captions: list[str], max_objects: int = 2) -> CaptionScore:
     """Score videos ``(B, T, 3, H, W)`` in [0, 1] against their ``B`` captions with the oracle."""
     if videos.ndim != 5 or len(videos) != len(captions):
-        raise ValueError(f"need videos (B, T, 3, H, W) and B captions, got {tuple(videos.shape)} and {len(captions)}")
+        raise ValueError(
+            f"need videos (B, T, 3, H, W) and B captions, "
+            f"got {tuple(videos.shape)} and {len(captions)} captions"
+        )
+    if videos.shape[2] != 3 or videos.shape[3] != videos.shape[4]:
+        raise ValueError(f"videos must be (B, T, 3, H, H), got shape {tuple(videos.shape)}")
     totals, correct, n_objects = [0, 0, 0], [], 0
-    for video, caption in zip(videos, captions):
+    chunk = max(1, _CHUNK_PIXELS // (videos.shape[1] * videos.shape[3] * videos.shape[4]))
+    read = [objects for part in videos.float().split(chunk) for objects in _read_batch(part, max_objects)]
+    for objects, caption in zip(read, captions):
         target = parse_caption(caption)
-        *hits, ok = _agreement(read_objects(video, max_objects), target)
+        *hits, ok = _agreement(objects, target)
         totals = [a + b for a, b in zip(totals, hits)]
         correct.append(ok)
         n_objects += len(target)

@@ -8,6 +8,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}"
+    "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+    "figure{display:inline-block;margin:6px;text-align:center}"
+    "img{image-rendering:pixelated;width:192px;border:1px solid #888}"
+    "figcaption{font-size:12px;max-width:200px}"
+)
+
 
 @dataclass
 class VideoCell:
@@ -72,11 +80,7 @@ def write_report(
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
-        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:left}figure{display:inline-block;margin:6px;text-align:center}"
-        "img{image-rendering:pixelated;width:192px;border:1px solid #888}figcaption{font-size:12px;"
-        "max-width:200px}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
     if notes:

@@ -70,6 +70,8 @@ class TextEncoder:
         self.max_tokens = max_tokens
         self._cache: dict[str, tuple[Tensor, Tensor]] = {}
         self.cache_path = Path(cache) if cache else None
+        self._table: TextEmbedding | None = None  # every cached caption, padded, on one device
+        self._rows: dict[str, int] = {}
 
     @property
     def identity(self) -> str:
@@ -133,6 +135,25 @@ class TextEncoder:
             mask[i, : t.shape[0]] = True
         pooled = torch.stack([p for _, p in items])
         return TextEmbedding(tokens, mask, pooled)
+
+
+    def lookup(self, captions: list[str], device: torch.device | str) -> TextEmbedding:
+        """``encode`` for the training hot path: one gather from a padded table kept on ``device``.
+
+        The table holds every caption seen so far and is rebuilt only when a new caption appears,
+        so a training step costs a dict lookup per caption and one index copy, not a re-padding.
+        Sequences are padded to the longest cached caption (masked, so results are unchanged).
+        """
+        captions = check_captions(captions)
+        device = torch.device(device)
+        if any(c not in self._rows for c in captions) or self._table.tokens.device != device:
+            self.encode(captions)  # fills the CPU cache with anything new
+            names = list(self._cache)
+            self._table = self.encode(names).to(device)
+            self._rows = {c: i for i, c in enumerate(names)}
+        idx = torch.tensor([self._rows[c] for c in captions]).to(device, non_blocking=True)
+        t = self._table
+        return TextEmbedding(t.tokens[idx], t.mask[idx], t.pooled[idx])
 
 
 class HashingEncoder(TextEncoder):

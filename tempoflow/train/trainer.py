@@ -7,6 +7,7 @@ of the checkpoint, so N steps straight and N/2 + resume + N/2 give identical wei
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from tempoflow.config import TrainConfig
 from tempoflow.errors import CheckpointError, TrainingError
 from tempoflow.methods.base import Method
-from tempoflow.train.checkpoint import STATE, LATEST, commit_checkpoint, staging_dir
+from tempoflow.train.checkpoint import LATEST, STATE, commit_checkpoint, staging_dir
 
 
 @dataclass
@@ -183,81 +184,24 @@ class Trainer:
     def fit(self, resume: bool = False, until: int | None = None) -> TrainResult:
         """Train to ``cfg.steps`` (or stop early at step ``until``, with a checkpoint, as a
         preempted job would; the schedule still runs over ``cfg.steps``)."""
-        cfg, acc = self.cfg, self.accelerator
-        end = cfg.steps if until is None else min(until, cfg.steps)
+        end = self.cfg.steps if until is None else min(until, self.cfg.steps)
         if resume:
             self.resume()
-        main = acc.is_main_process
+        main = self.accelerator.is_main_process
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.out_dir / "log.jsonl", "a") if main else None
-        writer = None
-        if main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out_dir / "tb"))
-        dev = acc.device
-        loss_sum = torch.zeros((), device=dev)
-        finite = torch.ones((), dtype=torch.bool, device=dev)
-        last_good = None
-        log: list[dict] = []
-        last_loss = float("nan")
         start_step = self.state.step
-        t0 = tick = time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=start_step, desc="train", disable=not main, dynamic_ncols=True)
-        self.method.train()
-        try:
-            while self.state.step < end:
-                batch = self.batch()
-                out = self.method(batch, self.state.noise_gen)
-                loss = out["loss"]
-                finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
-                acc.backward(loss)
-                acc.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.ema.update(self.unwrapped)
-                loss_sum += loss.detach().float()
-                self.state.step += 1
-                bar.update(1)
-                step = self.state.step
-                at_log = step % cfg.log_every == 0 or step == end
-                at_ckpt = step % cfg.checkpoint_every == 0 or step == end
-                if at_log or at_ckpt:
-                    if not bool(finite):
-                        raise TrainingError(
-                            f"loss became non-finite at or before step {step}; training stopped. "
-                            f"Last good checkpoint: {last_good or 'none written yet'}"
-                        )
-                if at_log:
-                    n = step % cfg.log_every or cfg.log_every
-                    last_loss = float(loss_sum) / n
-                    loss_sum.zero_()
-                    now = time.perf_counter()
-                    rec = {
-                        "step": step,
-                        "loss": last_loss,
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "steps_per_s": n / max(now - tick, 1e-9),
-                        "time_s": now - t0,
-                    }
-                    tick = now
-                    log.append(rec)
-                    bar.set_postfix(loss=f"{last_loss:.4f}")
-                    if main:
-                        log_file.write(json.dumps(rec) + "\n")
-                        log_file.flush()
-                        writer.add_scalar("loss", last_loss, step)
-                        writer.add_scalar("lr", rec["lr"], step)
-                if at_ckpt:
-                    last_good = self.save()
-        finally:
-            bar.close()
-            if log_file is not None:
-                log_file.close()
-            if writer is not None:
-                writer.close()
-        seconds = time.perf_counter() - t0
+        with contextlib.ExitStack() as stack:
+            log_file = writer = None
+            if main:
+                from torch.utils.tensorboard import SummaryWriter
+
+                log_file = stack.enter_context(open(self.out_dir / "log.jsonl", "a"))
+                writer = SummaryWriter(str(self.out_dir / "tb"))
+                stack.callback(writer.close)
+            bar = stack.enter_context(
+                tqdm(total=end, initial=start_step, desc="train", disable=not main, dynamic_ncols=True)
+            )
+            last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer)
         if last_good is None:  # resumed at or past the final step: nothing new to save
             last_good = self.save()
         return TrainResult(
@@ -268,3 +212,59 @@ class Trainer:
             last_loss=last_loss,
             log=log,
         )
+
+    def _loop(self, end: int, bar: tqdm, log_file, writer) -> tuple[Path | None, list[dict], float, float]:
+        """Training steps up to ``end``: (last checkpoint written, log records, last loss, seconds)."""
+        cfg, acc = self.cfg, self.accelerator
+        dev = acc.device
+        loss_sum = torch.zeros((), device=dev)
+        finite = torch.ones((), dtype=torch.bool, device=dev)
+        last_good: Path | None = None
+        log: list[dict] = []
+        last_loss = float("nan")
+        t0 = tick = time.perf_counter()
+        self.method.train()
+        while self.state.step < end:
+            batch = self.batch()
+            loss = self.method(batch, self.state.noise_gen)["loss"]
+            finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
+            acc.backward(loss)
+            acc.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.ema.update(self.unwrapped)
+            loss_sum += loss.detach().float()
+            self.state.step += 1
+            bar.update(1)
+            step = self.state.step
+            at_log = step % cfg.log_every == 0 or step == end
+            at_ckpt = step % cfg.checkpoint_every == 0 or step == end
+            if (at_log or at_ckpt) and not bool(finite):
+                raise TrainingError(
+                    f"loss became non-finite at or before step {step}; training stopped. "
+                    f"Last good checkpoint: {last_good or 'none written yet'}"
+                )
+            if at_log:
+                n = step % cfg.log_every or cfg.log_every
+                last_loss = float(loss_sum) / n
+                loss_sum.zero_()
+                now = time.perf_counter()
+                rec = {
+                    "step": step,
+                    "loss": last_loss,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "steps_per_s": n / max(now - tick, 1e-9),
+                    "time_s": now - t0,
+                }
+                tick = now
+                log.append(rec)
+                bar.set_postfix(loss=f"{last_loss:.4f}")
+                if log_file is not None:
+                    log_file.write(json.dumps(rec) + "\n")
+                    log_file.flush()
+                    writer.add_scalar("loss", last_loss, step)
+                    writer.add_scalar("lr", rec["lr"], step)
+            if at_ckpt:
+                last_good = self.save()
+        return last_good, log, last_loss, time.perf_counter() - t0

@@ -92,10 +92,10 @@ def main() -> None:
             method = build_method(cfg).to(device)
             if compile_net:
                 method.net.compile()
-            steps = args.steps or (50 if device.type == "cuda" else 5)
+            steps = args.steps or (200 if device.type == "cuda" else 5)
             warmup = 10 if device.type == "cuda" else 1
             sps = bench_train(method, data, batch, steps, warmup, device, dtype)
-            fps, nfe = bench_sample(method, captions, device, dtype, repeats=3 if device.type == "cuda" else 1)
+            fps, nfe = bench_sample(method, captions, device, dtype, repeats=5 if device.type == "cuda" else 1)
             rows.append({
                 "device": hardware() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads",
                 "variant": name, "batch": batch, "train_steps_per_s": sps,

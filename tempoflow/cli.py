@@ -92,12 +92,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tempoflow.evaluate import evaluate
+    from tempoflow.evaluate import compare, evaluate, flatten
 
-    record = evaluate(args.checkpoint, args.out, device=args.device, overrides=_overrides_dict(args.overrides))
-    print(json.dumps(record["metrics"], indent=2))
-    out = Path(args.out) if args.out else Path(record["checkpoint"]).parent.parent / "eval"
-    print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+    # positional words with "=" are overrides; the rest are checkpoints
+    checkpoints = [a for a in args.overrides if "=" not in a]
+    overrides = _overrides_dict([a for a in args.overrides if "=" in a])
+    checkpoints = [args.checkpoint, *checkpoints]
+    if len(checkpoints) == 1:
+        record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides)
+        print(json.dumps(record["metrics"], indent=2))
+        out = Path(args.out) if args.out else Path(record["checkpoint"]).parent.parent / "eval"
+        print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+        return 0
+    out = Path(args.out or "eval_comparison")
+    records = compare(checkpoints, out, device=args.device, overrides=overrides)
+    for ckpt, record in zip(checkpoints, records):
+        flat = flatten(record["metrics"])
+        keys = [k for k in flat if k.endswith(("caption_accuracy", "psnr_db")) or k == "nfe"]
+        print(ckpt + ": " + ", ".join(f"{k} {flat[k]:.4g}" for k in keys))
+    print(f"wrote {out / 'comparison.json'} and {out / 'report.html'}")
     return 0
 
 
@@ -142,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("eval", help="sample a fixed evaluation set, write metrics.json and report.html")
+    e = sub.add_parser("eval", help="sample a fixed evaluation set, write metrics.json and report.html; "
+                                    "with several checkpoints, one side-by-side report")
     e.add_argument("checkpoint", help="run folder or checkpoint folder")
-    add_overrides(e, "sampling/eval settings, e.g. sample.steps=32")
+    e.add_argument("overrides", nargs="*", metavar="CHECKPOINT|KEY=VALUE",
+                   help="more checkpoints to compare, and sampling/eval settings, e.g. sample.steps=32")
     e.add_argument("--out", default=None, help="output folder (default: <run>/eval)")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval)
@@ -160,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides (key=value) may come after options too: `sample RUN --num 2 sample.steps=8`.
     args, extra = parser.parse_known_args(argv)
-    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    takes_paths = args.command == "eval"  # eval's positionals are checkpoints as well as overrides
+    stray = [e for e in extra if e.startswith("-") or ("=" not in e and not takes_paths)]
     if stray or (extra and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:

@@ -24,7 +24,7 @@ from tempoflow.data.io import write_video
 from tempoflow.methods import Method
 from tempoflow.metrics.oracle import caption_accuracy
 from tempoflow.metrics.video import nearest_psnr
-from tempoflow.report.html import VideoCell, read_log, write_report
+from tempoflow.report.html import VideoCell, read_log, write_comparison, write_report
 from tempoflow.train.run import load_method
 
 VIEW_SCALE = 4  # tiny training resolutions are upscaled (nearest) in the files people look at
@@ -82,6 +82,42 @@ def sample_prompts(method: Method, prompts: list[str], per_prompt: int, seed: in
     return out.video.float().cpu(), out.nfe, time.perf_counter() - t0
 
 
+def flatten(metrics: dict, prefix: str = "") -> dict:
+    """``{"train": {"psnr": 1}}`` -> ``{"train/psnr": 1}`` for one-row-per-run tables."""
+    flat = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}/"))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def compare(
+    checkpoints: list[str | Path], out_dir: str | Path, device: str = "auto", overrides: dict | None = None
+) -> list[dict]:
+    """Evaluate several checkpoints with the same settings and put them side by side in one report.
+
+    Each run is evaluated into ``out_dir/<i>_<name>/``; ``out_dir/report.html`` and
+    ``out_dir/comparison.json`` hold the joint table (a row per run).
+    """
+    out = Path(out_dir)
+    records, names = [], []
+    for i, ckpt in enumerate(checkpoints):
+        name = f"{i}_{Path(ckpt).resolve().name}"
+        records.append(evaluate(ckpt, out / name, device=device, overrides=overrides))
+        names.append(name)
+    rows = [(n, {"step": r["step"], **flatten(r["metrics"])}) for n, r in zip(names, records)]
+    video_rows = []
+    for j, p in enumerate(records[0]["prompts"]):
+        cells = [VideoCell(n, out / n / "clips" / f"prompt_{j:02d}.gif") for n in names]
+        video_rows.append((f"[{p['split']}] {p['caption']}", [c for c in cells if c.gif.is_file()]))
+    logs = {n: read_log(Path(r["checkpoint"]).parent.parent / "log.jsonl") for n, r in zip(names, records)}
+    write_comparison(out / "report.html", f"tempoflow comparison of {len(names)} runs", rows, video_rows, logs)
+    (out / "comparison.json").write_text(json.dumps([{"run": n, **m} for n, m in rows], indent=2))
+    return records
+
+
 def evaluate(
     checkpoint: str | Path, out_dir: str | Path | None = None, device: str = "auto", overrides: dict | None = None
 ) -> dict:
@@ -136,8 +172,12 @@ def evaluate(
     cells = []
     clips = out / "clips"
     for i, (split, caption) in enumerate(pairs):
-        path = write_video(clips / f"prompt_{i:02d}.gif", upscale(tile(videos[i * K:(i + 1) * K], 1)), fps=fps)
-        cells.append(VideoCell(f"[{split}] {caption}", path))
+        samples = videos[i * K:(i + 1) * K]
+        label = f"[{split}] {caption}: " + ("truth | samples" if caption in refs else "samples")
+        if caption in refs:  # a ground-truth video of the bucket first, then the samples
+            samples = torch.cat([refs[caption][:1], samples])
+        path = write_video(clips / f"prompt_{i:02d}.gif", upscale(tile(samples, 1)), fps=fps)
+        cells.append(VideoCell(label, path))
     record = {
         "metrics": metrics,
         "checkpoint": str(ckpt.path),

@@ -51,3 +51,19 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert (tmp_path / "demo" / "eval" / name).is_file()
         assert name in printed
     assert (tmp_path / "demo" / "eval" / "samples.gif").is_file()
+
+
+def test_eval_compares_several_checkpoints(tmp_path, capsys):
+    runs = []
+    for i, steps in enumerate((2, 4)):
+        run = tmp_path / f"run{i}"
+        assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={run}", f"train.steps={steps}"]) == 0
+        runs.append(str(run))
+    out = tmp_path / "cmp"
+    assert main(["eval", runs[0], "--out", str(out), runs[1], "sample.steps=1", "--device", "cpu"]) == 0
+    table = json.loads((out / "comparison.json").read_text())
+    assert [r["step"] for r in table] == [2, 4]
+    assert all(r["nfe"] == 2 for r in table)  # the override reached both runs: heun x 1 step
+    html = (out / "report.html").read_text()
+    assert html.count("<tr>") == 3 and "0_run0" in html and "1_run1" in html
+    assert html.count("data:image/gif;base64,") == 2 * 2  # 2 prompts x 2 runs

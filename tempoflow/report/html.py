@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1100px}"
     "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
     "figure{display:inline-block;margin:6px;text-align:center}"
-    "img{image-rendering:pixelated;width:192px;border:1px solid #888}"
+    "img{image-rendering:pixelated;height:128px;border:1px solid #888}"
     "figcaption{font-size:12px;max-width:200px}"
 )
 
@@ -25,31 +26,43 @@ class VideoCell:
     gif: Path
 
 
-def _svg_curve(points: list[tuple[float, float]], width: int = 520, height: int = 220, log_y: bool = True) -> str:
-    """An inline SVG polyline of (x, y) points, y on a log scale when all y > 0."""
-    import math
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
-    pts = [(x, y) for x, y in points if math.isfinite(y)]
-    if len(pts) < 2:
+
+def svg_curves(
+    series: dict[str, list[tuple[float, float]]], width: int = 560, height: int = 240, log_y: bool = True,
+    x_label: str = "step",
+) -> str:
+    """Inline SVG line plot of named (x, y) series on shared axes; y on a log scale when all y > 0."""
+    series = {k: [(x, y) for x, y in pts if math.isfinite(y)] for k, pts in series.items()}
+    series = {k: pts for k, pts in series.items() if len(pts) >= 2}
+    if not series:
         return "<p>(not enough points for a curve)</p>"
-    use_log = log_y and all(y > 0 for _, y in pts)
-    ys = [math.log10(y) if use_log else y for _, y in pts]
-    xs = [x for x, _ in pts]
+    everything = [p for pts in series.values() for p in pts]
+    use_log = log_y and all(y > 0 for _, y in everything)
+    fy = (lambda y: math.log10(y)) if use_log else (lambda y: y)
+    xs = [x for x, _ in everything]
+    ys = [fy(y) for _, y in everything]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    pad = 36
+    pad = 40
     sx = (width - 2 * pad) / max(x1 - x0, 1e-12)
     sy = (height - 2 * pad) / max(y1 - y0, 1e-12)
-    coords = " ".join(f"{pad + (x - x0) * sx:.1f},{height - pad - (y - y0) * sy:.1f}" for x, y in zip(xs, ys))
-    lo = 10**y0 if use_log else y0
-    hi = 10**y1 if use_log else y1
-    return (
-        f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" class="curve">'
-        f'<rect width="100%" height="100%" fill="#fff" stroke="#ccc"/>'
-        f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{coords}"/>'
-        f'<text x="4" y="{pad - 8}" font-size="11">{hi:.4g}</text>'
-        f'<text x="4" y="{height - 8}" font-size="11">{lo:.4g}{" (log scale)" if use_log else ""}</text>'
-        f'<text x="{width - pad - 60}" y="{height - 8}" font-size="11">step {x1:.0f}</text></svg>'
-    )
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" class="curve">',
+             '<rect width="100%" height="100%" fill="#fff" stroke="#ccc"/>']
+    for i, (name, pts) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        coords = " ".join(f"{pad + (x - x0) * sx:.1f},{height - pad - (fy(y) - y0) * sy:.1f}" for x, y in pts)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>')
+        if len(series) > 1:
+            parts.append(f'<text x="{width - pad - 150}" y="{pad + 14 * i}" font-size="11" fill="{colour}">'
+                         f"{html.escape(name)}</text>")
+    lo, hi = (10**y0, 10**y1) if use_log else (y0, y1)
+    parts += [
+        f'<text x="4" y="{pad - 8}" font-size="11">{hi:.4g}</text>',
+        f'<text x="4" y="{height - 8}" font-size="11">{lo:.4g}{" (log scale)" if use_log else ""}</text>',
+        f'<text x="{width - pad - 90}" y="{height - 8}" font-size="11">{x_label} {x1:.4g}</text></svg>',
+    ]
+    return "".join(parts)
 
 
 def _table(rows: dict) -> str:
@@ -92,16 +105,51 @@ def write_report(
             parts.append(f"<h3>{html.escape(k)}</h3>{_table(v)}")
     if videos:
         parts.append("<h2>Samples</h2><div>")
-        for cell in videos:
-            data = base64.b64encode(Path(cell.gif).read_bytes()).decode()
-            parts.append(
-                f"<figure><img alt='{html.escape(cell.label)}' src='data:image/gif;base64,{data}'>"
-                f"<figcaption>{html.escape(cell.label)}</figcaption></figure>"
-            )
+        parts.extend(_img(cell) for cell in videos)
         parts.append("</div>")
     if loss_log:
         parts.append("<h2>Training loss</h2>")
-        parts.append(_svg_curve([(r["step"], r["loss"]) for r in loss_log if "loss" in r]))
+        parts.append(svg_curves({"loss": [(r["step"], r["loss"]) for r in loss_log if "loss" in r]}))
+    parts.append("</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
+    return path
+
+
+def _img(cell: VideoCell) -> str:
+    data = base64.b64encode(Path(cell.gif).read_bytes()).decode()
+    return (f"<figure><img alt='{html.escape(cell.label)}' src='data:image/gif;base64,{data}'>"
+            f"<figcaption>{html.escape(cell.label)}</figcaption></figure>")
+
+
+def write_comparison(
+    path: str | Path,
+    title: str,
+    rows: list[tuple[str, dict]],
+    video_rows: list[tuple[str, list[VideoCell]]],
+    loss_logs: dict[str, list[dict]],
+) -> Path:
+    """Several runs side by side: one metric table (a row per run), clips per prompt, loss curves."""
+    path = Path(path)
+    columns: list[str] = []
+    for _, metrics in rows:
+        columns += [k for k in metrics if k not in columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", *columns])
+    body = "".join(
+        "<tr>" + f"<th>{html.escape(name)}</th>"
+        + "".join(f"<td>{html.escape(_fmt(m.get(c, '')))}</td>" for c in columns) + "</tr>"
+        for name, m in rows
+    )
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+             f"<h2>Metrics</h2><table><tr>{head}</tr>{body}</table>"]
+    if video_rows:
+        parts.append("<h2>Samples</h2>")
+        for label, cells in video_rows:
+            parts.append(f"<h3>{html.escape(label)}</h3><div>{''.join(_img(c) for c in cells)}</div>")
+    curves = {name: [(r["step"], r["loss"]) for r in log if "loss" in r] for name, log in loss_logs.items()}
+    if any(curves.values()):
+        parts.append("<h2>Training loss</h2>" + svg_curves(curves))
     parts.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))

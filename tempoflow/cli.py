@@ -98,6 +98,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     checkpoints = [a for a in args.overrides if "=" not in a]
     overrides = _overrides_dict([a for a in args.overrides if "=" in a])
     checkpoints = [args.checkpoint, *checkpoints]
+    if args.config:  # an eval config: its sample/eval sections apply to every checkpoint
+        from tempoflow.config import load_sections
+
+        base = load_sections(args.config, ("sample", "eval"))
+        overrides = {s: {**base.get(s, {}), **overrides.get(s, {})} for s in {*base, *overrides}}
     if len(checkpoints) == 1:
         record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides)
         print(json.dumps(record["metrics"], indent=2))
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", metavar="CHECKPOINT|KEY=VALUE",
                    help="more checkpoints to compare, and sampling/eval settings, e.g. sample.steps=32")
     e.add_argument("--out", default=None, help="output folder (default: <run>/eval)")
+    e.add_argument("--config", default=None, help="eval config (sample/eval sections), e.g. configs/eval_flow.yaml")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval)
 

@@ -111,6 +111,8 @@ class EvalConfig:
 
     prompts: tuple[str, ...] = ()  # empty = a fixed selection of train and held-out captions
     num_prompts: int = 8
+    i3d_path: str = ""  # local Kinetics-400 I3D weights: enables FVD/KVD (needs clips of >= 16 frames)
+    feature_size: int = 8  # thumbnail side of the offline "FD-thumb" features (not FVD)
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,25 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Experimen
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = loaded or {}
     return from_dict(ExperimentConfig, apply_overrides(data, list(overrides)))
+
+
+def load_sections(path: str | Path, sections: tuple[str, ...]) -> dict:
+    """The given sections of a partial YAML config, type-checked: ``{"sample": {"steps": 8}}``.
+
+    For settings applied on top of a checkpoint's config (``tempoflow eval --config``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML") from err
+    if not isinstance(data, dict) or set(data) - set(sections):
+        extra = sorted(set(data) - set(sections)) if isinstance(data, dict) else data
+        raise ConfigError(f"config file {path} may only set {', '.join(sections)}; it sets {extra}")
+    cfg = from_dict(ExperimentConfig, data)  # type checks every key
+    return {s: {k: getattr(getattr(cfg, s), k) for k in (data[s] or {})} for s in data}
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -78,3 +78,18 @@ def test_cli_prints_one_line_not_a_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tempoflow.cli", "train", str(tmp_path / "nope.yaml")],
                           capture_output=True, text=True, cwd=root, check=False)
     assert proc.returncode == 2 and "config file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_config_sections(tmp_path):
+    from tempoflow.config import load_sections
+
+    root = Path(__file__).parent.parent
+    got = load_sections(root / "configs" / "eval_flow.yaml", ("sample", "eval"))
+    assert got["sample"]["steps"] == 16 and got["eval"]["num_prompts"] == 48
+    bad = tmp_path / "e.yaml"
+    bad.write_text("train:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match="may only set sample, eval"):
+        load_sections(bad, ("sample", "eval"))
+    bad.write_text("sample:\n  steps: many\n")
+    with pytest.raises(ConfigError, match="sample.steps"):
+        load_sections(bad, ("sample", "eval"))

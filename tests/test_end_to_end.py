@@ -60,10 +60,12 @@ def test_eval_compares_several_checkpoints(tmp_path, capsys):
         assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={run}", f"train.steps={steps}"]) == 0
         runs.append(str(run))
     out = tmp_path / "cmp"
-    assert main(["eval", runs[0], "--out", str(out), runs[1], "sample.steps=1", "--device", "cpu"]) == 0
+    assert main(["eval", runs[0], "--out", str(out), runs[1], "--config", "configs/eval_flow.yaml",
+                 "sample.steps=1", "eval.num_prompts=2", "sample.num_per_prompt=1", "--device", "cpu"]) == 0
     table = json.loads((out / "comparison.json").read_text())
     assert [r["step"] for r in table] == [2, 4]
-    assert all(r["nfe"] == 2 for r in table)  # the override reached both runs: heun x 1 step
+    # the eval config (heun, guidance 2) and the command-line overrides (1 step) reached both runs
+    assert all(r["nfe"] == 2 and r["guidance"] == 2.0 for r in table)
     html = (out / "report.html").read_text()
     assert html.count("<tr>") == 3 and "0_run0" in html and "1_run1" in html
     assert html.count("data:image/gif;base64,") == 2 * 2  # 2 prompts x 2 runs

@@ -112,7 +112,7 @@ class EvalConfig:
     prompts: tuple[str, ...] = ()  # empty = a fixed selection of train and held-out captions
     num_prompts: int = 8
     i3d_path: str = ""  # local Kinetics-400 I3D weights: enables FVD/KVD (needs clips of >= 16 frames)
-    feature_size: int = 8  # thumbnail side of the offline "FD-thumb" features (not FVD)
+    feature_size: int = 4  # thumbnail side of the offline "FD-thumb" features (not FVD)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from tempoflow.data import load_dataset
 from tempoflow.data.io import write_video
 from tempoflow.methods import Method
 from tempoflow.metrics.oracle import caption_accuracy
-from tempoflow.metrics.video import nearest_psnr
+from tempoflow.metrics.distribution import frechet_distance_features, polynomial_mmd
+from tempoflow.metrics.features import thumbnail_features
+from tempoflow.metrics.video import nearest_in_bucket
 from tempoflow.report.html import VideoCell, read_log, write_comparison, write_report
 from tempoflow.train.run import load_method
 
@@ -68,6 +70,26 @@ def tile(videos: Tensor, rows: int) -> Tensor:
 def upscale(video: Tensor, factor: int = VIEW_SCALE) -> Tensor:
     """``(T, C, H, W)`` nearest-neighbour upscaling so small videos are visible."""
     return F.interpolate(video, scale_factor=factor, mode="nearest") if factor > 1 else video
+
+
+def bucket_scores(samples: Tensor, buckets: list[Tensor], feature_size: int) -> dict:
+    """One-to-many scores of samples against their captions' buckets of real videos.
+
+    B-PSNR / B-SSIM: the best match in the sample's own bucket. ``fd_thumb`` / ``kd_thumb``:
+    Fréchet distance and polynomial-kernel MMD² between thumbnail features of the samples and of
+    all videos of the same buckets (offline features, NOT FVD/KVD; see ``metrics.features``).
+    """
+    real = torch.cat(list({id(b): b for b in buckets}.values()))  # each bucket once
+    f_fake = thumbnail_features(samples, feature_size)
+    f_real = thumbnail_features(real, feature_size)
+    scores = {
+        "nearest_bucket_psnr_db": float(nearest_in_bucket(samples, buckets, metric="psnr").score.mean()),
+        "nearest_bucket_ssim": float(nearest_in_bucket(samples, buckets, metric="ssim").score.mean()),
+    }
+    if min(len(f_fake), len(f_real)) >= 2:
+        scores["fd_thumb"] = float(frechet_distance_features(f_fake, f_real))
+        scores["kd_thumb"] = float(polynomial_mmd(f_fake, f_real, num_subsets=10).mean)
+    return scores
 
 
 def sample_prompts(method: Method, prompts: list[str], per_prompt: int, seed: int) -> tuple[Tensor, int, float]:
@@ -151,9 +173,7 @@ def evaluate(
                "shape_accuracy": score.shape, "direction_accuracy": score.direction}
         have = [i for i in sel if captions[i] in refs]
         if have:
-            row["nearest_bucket_psnr_db"] = float(
-                nearest_psnr(videos[have], [refs[captions[i]] for i in have]).mean()
-            )
+            row.update(bucket_scores(videos[have], [refs[captions[i]] for i in have], cfg.eval.feature_size))
         metrics[split] = row
     metrics.update({
         "nfe": nfe,

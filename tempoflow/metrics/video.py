@@ -174,7 +174,12 @@ def psnr_per_frame(a: Tensor, b: Tensor, data_range: float = 1.0, eps: float = 1
 
 
 def error_vs_time(
-    samples: Tensor, truth: Tensor, times: Tensor | list[float], data_range: float = 1.0, eps: float = 1e-12
+    samples: Tensor,
+    truth: Tensor,
+    times: Tensor | list[float],
+    data_range: float = 1.0,
+    eps: float = 1e-12,
+    sigma: float = SSIM_SIGMA,
 ) -> FrameErrors:
     """Per-frame error against ground truth as a function of video time, averaged over the batch.
 
@@ -185,6 +190,7 @@ def error_vs_time(
     Args:
         samples, truth: ``(B, T, C, H, W)`` videos.
         times: ``(T,)`` frame times in seconds.
+        sigma: SSIM window standard deviation (see :func:`ssim_per_frame`).
     Returns:
         :class:`FrameErrors` with ``(T,)`` fields.
     """
@@ -192,14 +198,16 @@ def error_vs_time(
     times = torch.as_tensor(times)
     if times.shape != (samples.shape[1],) or not times.is_floating_point():
         raise ValueError(f"times must be a float ({samples.shape[1]},) tensor, got {times.dtype} {tuple(times.shape)}")
+    if not bool(torch.isfinite(times).all()):
+        raise ValueError(f"times must be finite, got {times.tolist()}")
     mse_t = _frame_mse(samples, truth)  # (B, T)
     psnr_t = 10 * torch.log10(data_range**2 / (mse_t + eps))  # (B, T)
-    ssim_t = _ssim_frames(samples, truth, data_range, SSIM_SIGMA)  # (B, T)
+    ssim_t = _ssim_frames(samples, truth, data_range, sigma)  # (B, T)
     return FrameErrors(times=times, mse=mse_t.mean(0), psnr=psnr_t.mean(0), ssim=ssim_t.mean(0))
 
 
 def nearest_in_bucket(
-    samples: Tensor, buckets: list[Tensor], metric: str = "psnr", data_range: float = 1.0
+    samples: Tensor, buckets: list[Tensor], metric: str = "psnr", data_range: float = 1.0, sigma: float = SSIM_SIGMA
 ) -> BucketMatch:
     """Bucket metrics B-PSNR / B-SSIM: each sample scored against the best video of its bucket.
 
@@ -210,6 +218,7 @@ def nearest_in_bucket(
         samples: ``(B, T, C, H, W)``.
         buckets: B non-empty tensors ``(K_i, T, C, H, W)``: the videos of each sample's caption.
         metric: ``"psnr"`` (dB) or ``"ssim"``.
+        sigma: SSIM window standard deviation (see :func:`ssim_per_frame`).
     Returns:
         :class:`BucketMatch`: best ``score`` ``(B,)`` and its ``index`` ``(B,)`` in the bucket.
     """
@@ -236,7 +245,7 @@ def nearest_in_bucket(
     if metric == "psnr":
         scores = psnr(pairs, refs, data_range)  # (N,)
     else:
-        scores = _ssim_frames(pairs, refs, data_range, SSIM_SIGMA).mean(1)  # (N,)
+        scores = _ssim_frames(pairs, refs, data_range, sigma).mean(1)  # (N,)
     table = scores.new_full((len(buckets), int(sizes.max())), float("-inf"))  # (B, K_max), padded
     table[owner, slot] = scores
     best, index = table.max(1)  # first maximum on ties

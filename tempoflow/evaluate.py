@@ -22,9 +22,9 @@ from tempoflow.config import ExperimentConfig, to_dict
 from tempoflow.data import load_dataset
 from tempoflow.data.io import write_video
 from tempoflow.methods import Method
-from tempoflow.metrics.oracle import caption_accuracy
 from tempoflow.metrics.distribution import frechet_distance_features, polynomial_mmd
 from tempoflow.metrics.features import thumbnail_features
+from tempoflow.metrics.oracle import caption_accuracy
 from tempoflow.metrics.video import nearest_in_bucket
 from tempoflow.report.html import VideoCell, read_log, write_comparison, write_report
 from tempoflow.train.run import load_method

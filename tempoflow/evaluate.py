@@ -25,7 +25,7 @@ from tempoflow.methods import Method
 from tempoflow.metrics.distribution import frechet_distance_features, polynomial_mmd
 from tempoflow.metrics.features import thumbnail_features
 from tempoflow.metrics.oracle import caption_accuracy
-from tempoflow.metrics.video import nearest_in_bucket
+from tempoflow.metrics.video import nearest_in_bucket, psnr_per_frame
 from tempoflow.report.html import VideoCell, read_log, write_comparison, write_report
 from tempoflow.train.run import load_method
 
@@ -92,6 +92,14 @@ def bucket_scores(samples: Tensor, buckets: list[Tensor], feature_size: int) -> 
     return scores
 
 
+def matched_psnr_vs_time(samples: Tensor, buckets: list[Tensor]) -> Tensor:
+    """PSNR per frame ``(T,)`` (mean over samples) against each sample's best bucket match: does
+    quality hold up along the clip?"""
+    match = nearest_in_bucket(samples, buckets, metric="psnr").index
+    matched = torch.stack([b[int(j)] for b, j in zip(buckets, match)])  # (B, T, C, H, W)
+    return psnr_per_frame(samples, matched).mean(0)
+
+
 def sample_prompts(method: Method, prompts: list[str], per_prompt: int, seed: int) -> tuple[Tensor, int, float]:
     """All samples ``(P*K, T, C, H, W)`` (prompt-major), the NFE per batch and the seconds taken."""
     device = next(method.parameters()).device
@@ -144,6 +152,7 @@ def evaluate(
     checkpoint: str | Path, out_dir: str | Path | None = None, device: str = "auto", overrides: dict | None = None
 ) -> dict:
     """Sample, score and report one checkpoint; returns the metrics dict written to ``metrics.json``."""
+    t_start = time.perf_counter()
     method, cfg, ckpt = load_method(checkpoint, device=device, overrides=overrides)
     out = Path(out_dir) if out_dir else ckpt.path.parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +173,8 @@ def evaluate(
     captions = [c for c in prompts for _ in range(K)]
     splits = [s for s, _ in pairs for _ in range(K)]
     metrics: dict = {}
+    over_time: dict[str, list[tuple[float, float]]] = {}
+    times = torch.arange(1, T + 1) / float(ckpt.meta.get("fps", 8.0))  # frame k at k / fps seconds
     for split in ("train", "heldout", "custom"):
         sel = [i for i, s in enumerate(splits) if s == split]
         if not sel:
@@ -173,7 +184,10 @@ def evaluate(
                "shape_accuracy": score.shape, "direction_accuracy": score.direction}
         have = [i for i in sel if captions[i] in refs]
         if have:
-            row.update(bucket_scores(videos[have], [refs[captions[i]] for i in have], cfg.eval.feature_size))
+            buckets = [refs[captions[i]] for i in have]
+            row.update(bucket_scores(videos[have], buckets, cfg.eval.feature_size))
+            psnr_t = matched_psnr_vs_time(videos[have], buckets)
+            over_time[split] = [(float(t), float(p)) for t, p in zip(times, psnr_t)]
         metrics[split] = row
     metrics.update({
         "nfe": nfe,
@@ -200,6 +214,8 @@ def evaluate(
         cells.append(VideoCell(label, path))
     record = {
         "metrics": metrics,
+        "psnr_vs_time": over_time,
+        "eval_seconds": time.perf_counter() - t_start,
         "checkpoint": str(ckpt.path),
         "checkpoint_sha256": ckpt.digest(),
         "step": ckpt.step,
@@ -220,5 +236,7 @@ def evaluate(
         cells,
         read_log(ckpt.path.parent.parent / "log.jsonl"),
         notes=f"{K} samples per prompt, seed {sc.seed}, {sc.solver} x {sc.steps}, guidance {sc.guidance}.",
+        curves={"PSNR vs time against the best-matching bucket video (dB)": ("seconds", over_time)}
+        if over_time else None,
     )
     return record

@@ -30,8 +30,11 @@ def test_train_sample_eval_through_the_cli(tmp_path, capsys):
     assert set(m) >= {"train", "heldout", "nfe", "frames_per_second"}
     assert 0.0 <= m["train"]["caption_accuracy"] <= 1.0 and m["nfe"] == 2 * 2  # heun x 2 steps, guided
     assert record["checkpoint_sha256"] and record["hardware"] and record["config"]["method"] == "flow"
+    assert {"nearest_bucket_ssim", "fd_thumb", "kd_thumb"} <= set(m["train"])
+    curve = record["psnr_vs_time"]["train"]  # (seconds, dB) per frame: frame k at k / fps
+    assert [t for t, _ in curve] == [k / 8.0 for k in range(1, 5)]
     html = (ev / "report.html").read_text()
-    assert "data:image/gif;base64," in html and "Training loss" in html
+    assert "data:image/gif;base64," in html and "Training loss" in html and "PSNR vs time" in html
     assert read_video(ev / "samples.mp4").frames.shape[0] == 4
 
 

@@ -87,8 +87,10 @@ def write_report(
     videos: list[VideoCell],
     loss_log: list[dict] | None = None,
     notes: str = "",
+    curves: dict[str, tuple[str, dict[str, list[tuple[float, float]]]]] | None = None,
 ) -> Path:
-    """Write ``path`` (HTML, no external files): metric table, embedded clips, training loss."""
+    """Write ``path`` (HTML, no external files): metric table, embedded clips, training loss, and
+    extra ``curves``: ``{title: (x label, {series name: [(x, y), ...]})}``."""
     path = Path(path)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -107,6 +109,8 @@ def write_report(
         parts.append("<h2>Samples</h2><div>")
         parts.extend(_img(cell) for cell in videos)
         parts.append("</div>")
+    for name, (x_label, series) in (curves or {}).items():
+        parts.append(f"<h2>{html.escape(name)}</h2>" + svg_curves(series, log_y=False, x_label=x_label))
     if loss_log:
         parts.append("<h2>Training loss</h2>")
         parts.append(svg_curves({"loss": [(r["step"], r["loss"]) for r in loss_log if "loss" in r]}))

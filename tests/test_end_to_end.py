@@ -24,11 +24,13 @@ def test_train_sample_eval_through_the_cli(tmp_path, capsys):
     assert clip.frames.shape == (4, 3, 2 * 2 * 18, 2 * 2 * 18)
 
     ev = tmp_path / "eval"
-    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu"]) == 0
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "sample.num_per_prompt=2",
+                 "eval.num_prompts=4"]) == 0
     record = json.loads((ev / "metrics.json").read_text())
     m = record["metrics"]
     assert set(m) >= {"train", "heldout", "nfe", "frames_per_second"}
     assert 0.0 <= m["train"]["caption_accuracy"] <= 1.0 and m["nfe"] == 2 * 2  # heun x 2 steps, guided
+    assert m["train"]["samples"] == 4
     assert record["checkpoint_sha256"] and record["hardware"] and record["config"]["method"] == "flow"
     assert {"nearest_bucket_ssim", "fd_thumb", "kd_thumb"} <= set(m["train"])
     curve = record["psnr_vs_time"]["train"]  # (seconds, dB) per frame: frame k at k / fps

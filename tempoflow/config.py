@@ -20,6 +20,12 @@ from tempoflow.data.shapes import ShapesConfig
 from tempoflow.errors import ConfigError
 
 
+def _require(ok: bool, message: str) -> None:
+    """Config validation: a ValueError that ``from_dict`` turns into one ConfigError line."""
+    if not ok:
+        raise ValueError(message)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset to train on; ``name`` selects the sub-config that is used."""
@@ -51,6 +57,12 @@ class DiTConfig:
     patch_hw: int = 4  # pixels (or latent cells) per patch side
     cross_attention: bool = True  # token embeddings by cross-attention (pooled vector always in adaLN)
 
+    def __post_init__(self) -> None:
+        for name in ("dim", "depth", "heads", "patch_t", "patch_hw"):
+            _require(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        _require(self.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
+
 
 @dataclass(frozen=True)
 class FlowConfig:
@@ -68,8 +80,11 @@ class FlowConfig:
     min_sigma: float = 0.05  # σ_t floor when converting a data prediction into a velocity
 
     def __post_init__(self) -> None:
-        if self.prediction not in ("velocity", "data"):
-            raise ValueError(f"flow.prediction must be 'velocity' or 'data', got {self.prediction!r}")
+        _require(self.prediction in ("velocity", "data"),
+                 f"flow.prediction must be 'velocity' or 'data', got {self.prediction!r}")
+        _require(0.0 <= self.caption_dropout < 1.0, f"flow.caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        _require(0.0 <= self.sigma_min < 1.0, f"flow.sigma_min must be in [0, 1), got {self.sigma_min}")
+        _require(self.min_sigma > 0.0, f"flow.min_sigma must be > 0, got {self.min_sigma}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,11 @@ class SampleConfig:
     rtol: float = 1e-4
     num_per_prompt: int = 2
     seed: int = 1234
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, f"sample.steps must be >= 1, got {self.steps}")
+        _require(self.num_per_prompt >= 1, f"sample.num_per_prompt must be >= 1, got {self.num_per_prompt}")
+        _require(self.atol > 0 and self.rtol > 0, "sample.atol and sample.rtol must be > 0")
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,16 @@ class TrainConfig:
     log_every: int = 25
     checkpoint_every: int = 500
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            _require(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        _require(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
+        _require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+                 f"train.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
 
 
 @dataclass(frozen=True)

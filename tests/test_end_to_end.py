@@ -75,3 +75,28 @@ def test_eval_compares_several_checkpoints(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert html.count("<tr>") == 3 and "0_run0" in html and "1_run1" in html
     assert html.count("data:image/gif;base64,") == 2 * 2  # 2 prompts x 2 runs
+
+
+def test_eval_computes_fvd_with_i3d_weights_given_by_path(tmp_path):
+    """FVD/KVD run end to end from a local I3D file (random weights here: the number is not
+    meaningful, the path through preprocessing, features and the Fréchet formula is)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tempoflow.metrics.i3d import InceptionI3d
+
+    weights = tmp_path / "i3d.safetensors"
+    save_file({k: v.contiguous() for k, v in InceptionI3d().state_dict().items()}, str(weights))
+    run = tmp_path / "run"
+    long = [*TINY, f"out_dir={run}", "data.shapes.num_frames=16", "data.shapes.fps=16"]
+    assert main(["train", "configs/demo.yaml", *long, "train.steps=2"]) == 0
+    ev = tmp_path / "eval"
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", f"eval.i3d_path={weights}",
+                 "sample.num_per_prompt=2", "sample.steps=1", "eval.num_prompts=4"]) == 0
+    m = json.loads((ev / "metrics.json").read_text())["metrics"]
+    assert isinstance(m["train"]["fvd"], float) and m["train"]["fvd"] >= 0 and "kvd" in m["train"]
+    torch.testing.assert_close(torch.tensor(m["train"]["fvd"]).isfinite(), torch.tensor(True))
+    # without weights, the metrics say why there is no FVD instead of leaving it out silently
+    assert main(["eval", str(run), "--out", str(tmp_path / "e2"), "--device", "cpu", "sample.steps=1"]) == 0
+    m2 = json.loads((tmp_path / "e2" / "metrics.json").read_text())["metrics"]
+    assert m2["train"]["fvd"].startswith("n/a: no I3D weights")

@@ -100,3 +100,14 @@ def test_eval_computes_fvd_with_i3d_weights_given_by_path(tmp_path):
     assert main(["eval", str(run), "--out", str(tmp_path / "e2"), "--device", "cpu", "sample.steps=1"]) == 0
     m2 = json.loads((tmp_path / "e2" / "metrics.json").read_text())["metrics"]
     assert m2["train"]["fvd"].startswith("n/a: no I3D weights")
+
+
+def test_eval_with_free_text_prompts(tmp_path):
+    """Prompts outside the shapes grammar still sample and report; the oracle says n/a instead of failing."""
+    run = tmp_path / "run"
+    assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={run}"]) == 0
+    ev = tmp_path / "eval"
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu",
+                 "eval.prompts=[a dog runs on the beach, a red circle moves left]"]) == 0
+    m = json.loads((ev / "metrics.json").read_text())["metrics"]
+    assert m["custom"]["caption_accuracy"].startswith("n/a") and m["custom"]["samples"] == 2

@@ -141,6 +141,8 @@ class EvalConfig:
 
     prompts: tuple[str, ...] = ()  # empty = a fixed selection of train and held-out captions
     num_prompts: int = 8
+    lpips_backbone: str = ""  # local torchvision AlexNet weights (alexnet-owt-*.pth): enables B-LPIPS
+    lpips_lin: str = ""  # local LPIPS v0.1 linear layers (lpips weights/v0.1/alex.pth)
     i3d_path: str = ""  # local Kinetics-400 I3D weights: enables FVD/KVD (needs clips of >= 16 frames)
     feature_size: int = 4  # thumbnail side of the offline "FD-thumb" features (not FVD)
 

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tempoflow.config import ExperimentConfig, to_dict
 from tempoflow.data import load_dataset
@@ -26,6 +25,8 @@ from tempoflow.methods import Method
 from tempoflow.metrics.distribution import frechet_distance_features, polynomial_mmd
 from tempoflow.metrics.features import thumbnail_features
 from tempoflow.metrics.i3d import I3DFeatures, fvd, kvd, load_i3d
+from tempoflow.metrics.lpips import LPIPS, load_lpips, lpips_video
+from tempoflow.metrics.lpips import MIN_SIZE as LPIPS_MIN_SIZE
 from tempoflow.metrics.oracle import caption_accuracy
 from tempoflow.metrics.video import nearest_in_bucket, psnr_per_frame
 from tempoflow.report.html import VideoCell, read_log, write_comparison, write_report
@@ -126,6 +127,26 @@ def i3d_scores(samples: Tensor, buckets: list[Tensor], i3d: I3DFeatures | str) -
     return {"fvd": float(fvd(f_real, f_fake)), "kvd": float(kvd(f_real, f_fake, num_subsets=10).mean)}
 
 
+def lpips_model(backbone: str, lin: str, size: tuple[int, int]) -> LPIPS | str:
+    """LPIPS (AlexNet, v0.1) from local weight files, or the reason it does not apply (a string)."""
+    if not backbone or not lin:
+        return "n/a: no LPIPS weights (set eval.lpips_backbone and eval.lpips_lin to local files)"
+    if min(size) < LPIPS_MIN_SIZE:
+        return f"n/a: LPIPS's AlexNet needs frames of at least {LPIPS_MIN_SIZE} pixels, these are {tuple(size)}"
+    return load_lpips(backbone, lin)
+
+
+def lpips_scores(samples: Tensor, buckets: list[Tensor], model: LPIPS | str) -> dict:
+    """B-LPIPS: the smallest LPIPS distance of each sample to a video of its bucket, averaged."""
+    if isinstance(model, str):
+        return {"nearest_bucket_lpips": model}
+    best = []
+    for sample, bucket in zip(samples, buckets):
+        d = lpips_video(model, sample[None].expand_as(bucket), bucket)  # (K,)
+        best.append(d.min())
+    return {"nearest_bucket_lpips": float(torch.stack(best).mean())}
+
+
 def matched_psnr_vs_time(samples: Tensor, buckets: list[Tensor]) -> Tensor:
     """PSNR per frame ``(T,)`` (mean over samples) against each sample's best bucket match: does
     quality hold up along the clip?"""
@@ -140,7 +161,7 @@ def sample_prompts(method: Method, prompts: list[str], per_prompt: int, seed: in
     gen = torch.Generator(device=device).manual_seed(seed)
     captions = [p for p in prompts for _ in range(per_prompt)]
     t0 = time.perf_counter()
-    out = method.sample(captions, generator=gen)
+    out = method.sample(captions, generator=gen, progress=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return out.video.float().cpu(), out.nfe, time.perf_counter() - t0
@@ -194,8 +215,7 @@ def evaluate(
     pairs = default_prompts(cfg)
     prompts = [c for _, c in pairs]
     K = sc.num_per_prompt
-    with tqdm(total=1, desc=f"sample {len(prompts)}x{K}", leave=False):
-        videos, nfe, seconds = sample_prompts(method, prompts, K, sc.seed)
+    videos, nfe, seconds = sample_prompts(method, prompts, K, sc.seed)
     B, T = videos.shape[:2]
 
     # One-to-many scores: PSNR against the closest video of the caption's bucket, oracle accuracy.
@@ -209,6 +229,7 @@ def evaluate(
     metrics: dict = {}
     over_time: dict[str, list[tuple[float, float]]] = {}
     i3d = fvd_extractor(cfg.eval.i3d_path, T, next(method.parameters()).device)
+    lpips = lpips_model(cfg.eval.lpips_backbone, cfg.eval.lpips_lin, videos.shape[-2:])
     times = torch.arange(1, T + 1) / float(ckpt.meta.get("fps", 8.0))  # frame k at k / fps seconds
     for split in ("train", "heldout", "custom"):
         sel = [i for i, s in enumerate(splits) if s == split]
@@ -221,6 +242,7 @@ def evaluate(
             buckets = [refs[captions[i]] for i in have]
             row.update(bucket_scores(videos[have], buckets, cfg.eval.feature_size))
             row.update(i3d_scores(videos[have], buckets, i3d))
+            row.update(lpips_scores(videos[have], buckets, lpips))
             psnr_t = matched_psnr_vs_time(videos[have], buckets)
             over_time[split] = [(float(t), float(p)) for t, p in zip(times, psnr_t)]
     metrics.update({

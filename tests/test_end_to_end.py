@@ -111,3 +111,29 @@ def test_eval_with_free_text_prompts(tmp_path):
                  "eval.prompts=[a dog runs on the beach, a red circle moves left]"]) == 0
     m = json.loads((ev / "metrics.json").read_text())["metrics"]
     assert m["custom"]["caption_accuracy"].startswith("n/a") and m["custom"]["samples"] == 2
+
+
+def test_eval_computes_bucket_lpips_with_weights_given_by_path(tmp_path):
+    """B-LPIPS runs end to end from local AlexNet + linear-layer files (random weights here)."""
+    import torch
+
+    from tempoflow.metrics.lpips import LPIPS
+
+    sd = LPIPS().state_dict()
+    backbone, lin = tmp_path / "alexnet.pth", tmp_path / "alex_lin.pth"
+    torch.save({k: v for k, v in sd.items() if k.startswith("features.")}, backbone)
+    torch.save({k: v.abs() for k, v in sd.items() if k.startswith("lin")}, lin)
+    run = tmp_path / "run"
+    assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={run}", "data.shapes.resolution=32"]) == 0
+    ev = tmp_path / "eval"
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", f"eval.lpips_backbone={backbone}",
+                 f"eval.lpips_lin={lin}", "sample.steps=1"]) == 0
+    m = json.loads((ev / "metrics.json").read_text())["metrics"]
+    assert isinstance(m["train"]["nearest_bucket_lpips"], float) and m["train"]["nearest_bucket_lpips"] >= 0
+    # 16-pixel frames are too small for AlexNet: the reason is reported, not a traceback
+    small = tmp_path / "small"
+    assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={small}"]) == 0
+    assert main(["eval", str(small), "--out", str(tmp_path / "e2"), "--device", "cpu", "sample.steps=1",
+                 f"eval.lpips_backbone={backbone}", f"eval.lpips_lin={lin}"]) == 0
+    m2 = json.loads((tmp_path / "e2" / "metrics.json").read_text())["metrics"]
+    assert "at least 31 pixels" in m2["train"]["nearest_bucket_lpips"]

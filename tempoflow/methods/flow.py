@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tempoflow.codecs import make_codec
 from tempoflow.config import ExperimentConfig
@@ -77,8 +78,10 @@ class FlowMatching(Method):
         solver: str | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        progress: bool = False,
     ) -> Samples:
-        """Generate one video per caption: ``(B, T, C, H, W)`` in [0, 1]."""
+        """Generate one video per caption: ``(B, T, C, H, W)`` in [0, 1] (a progress bar per NFE
+        when ``progress``)."""
         sc = self.cfg.sample
         solver = solver or sc.solver
         steps = steps or sc.steps
@@ -94,14 +97,21 @@ class FlowMatching(Method):
             return self.velocity(x, t.expand(x.shape[0]), drop=drop, **c)
 
         x_init = randn((B, num_frames, *self.latent_shape), generator, param.float())
-        sol = solve_ode(
-            guided(model_fn, guidance),
-            x_init,
-            torch.tensor([0.0, 1.0], device=param.device),
-            method=solver,
-            steps=steps if solver in FIXED_STEP_METHODS else None,
-            atol=sc.atol,
-            rtol=sc.rtol,
-        )
+        velocity = guided(model_fn, guidance)
+        with tqdm(desc="sample", unit="nfe", disable=not progress, leave=False) as bar:
+
+            def counted(x: Tensor, t: Tensor) -> Tensor:
+                bar.update(1)
+                return velocity(x, t)
+
+            sol = solve_ode(
+                counted,
+                x_init,
+                torch.tensor([0.0, 1.0], device=param.device),
+                method=solver,
+                steps=steps if solver in FIXED_STEP_METHODS else None,
+                atol=sc.atol,
+                rtol=sc.rtol,
+            )
         latents = sol.xs[-1]  # (B, T, *latent)
         return Samples(video=self.codec.decode(latents), latents=latents, nfe=sol.nfe)

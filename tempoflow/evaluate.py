@@ -75,6 +75,11 @@ def upscale(video: Tensor, factor: int = VIEW_SCALE) -> Tensor:
     return F.interpolate(video, scale_factor=factor, mode="nearest") if factor > 1 else video
 
 
+def unique_videos(buckets: list[Tensor]) -> Tensor:
+    """All videos of the given buckets, each bucket once (samples of one caption share its tensor)."""
+    return torch.cat(list({id(b): b for b in buckets}.values()))
+
+
 def bucket_scores(samples: Tensor, buckets: list[Tensor], feature_size: int) -> dict:
     """One-to-many scores of samples against their captions' buckets of real videos.
 
@@ -82,7 +87,7 @@ def bucket_scores(samples: Tensor, buckets: list[Tensor], feature_size: int) -> 
     Fréchet distance and polynomial-kernel MMD² between thumbnail features of the samples and of
     all videos of the same buckets (offline features, NOT FVD/KVD; see ``metrics.features``).
     """
-    real = torch.cat(list({id(b): b for b in buckets}.values()))  # each bucket once
+    real = unique_videos(buckets)
     f_fake = thumbnail_features(samples, feature_size)
     f_real = thumbnail_features(real, feature_size)
     scores = {
@@ -118,7 +123,7 @@ def oracle_scores(videos: Tensor, captions: list[str]) -> dict:
 
 def i3d_scores(samples: Tensor, buckets: list[Tensor], i3d: I3DFeatures | str) -> dict:
     """FVD and KVD of samples against the videos of their buckets, or the reason they do not apply."""
-    real = torch.cat(list({id(b): b for b in buckets}.values()))  # each bucket once
+    real = unique_videos(buckets)
     if isinstance(i3d, str):
         return {"fvd": i3d}
     if min(len(real), len(samples)) < 2:

@@ -21,24 +21,6 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 1.0, eps: float = 1e-12) -> T
     return 10 * torch.log10(data_range**2 / (mse(a, b) + eps))
 
 
-def nearest_psnr(samples: Tensor, references: list[Tensor]) -> Tensor:
-    """PSNR of each sample against the closest video of its bucket (the one-to-many score).
-
-    Args:
-        samples: ``(B, T, C, H, W)``.
-        references: B tensors ``(K_i, T, C, H, W)``: the bucket of each sample's caption.
-    Returns:
-        ``(B,)`` best PSNR over each bucket, in dB.
-    """
-    if len(references) != samples.shape[0]:
-        raise ValueError(f"{samples.shape[0]} samples but {len(references)} reference buckets")
-    best = []
-    for sample, bucket in zip(samples, references):
-        scores = psnr(sample[None].expand_as(bucket), bucket)  # (K,)
-        best.append(scores.max())
-    return torch.stack(best)
-
-
 # --- SSIM, per-frame errors and bucket metrics ------------------------------------------------------
 
 SSIM_SIGMA = 1.5  # Gaussian window σ in pixels (Wang et al. 2004)

@@ -15,7 +15,6 @@ state dicts load with ``strict=True``. Weights are never downloaded here: pass a
 from __future__ import annotations
 
 import math
-import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,13 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from tempoflow.errors import CheckpointError
 from tempoflow.metrics.distribution import MMDEstimate, frechet_distance_features, polynomial_mmd
-from tempoflow.train.checkpoint import load_weights
+from tempoflow.train.checkpoint import load_weights, read_state_dict
 
 I3D_SIZE = 224  # frame side the Kinetics model was trained on; the final 7x7 pool assumes it
 I3D_FRAMES = 16  # clip length of the reference FVD
@@ -234,24 +231,8 @@ def load_i3d(path: str | Path, num_classes: int = NUM_CLASSES, in_channels: int 
         raise CheckpointError(f"I3D weights not found: {path}")
     if path.suffix == ".npz":
         return load_i3d_npz(path, num_classes=num_classes, in_channels=in_channels)
-    if path.suffix not in (".pt", ".pth", ".safetensors"):
-        raise CheckpointError(f"I3D weights must be .pt, .pth or .safetensors: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            data = load_file(str(path))
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"cannot read I3D weights {path}: {reason}") from err
-    for key in ("state_dict", "model"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
-        raise CheckpointError(f"I3D weights {path} hold no state dict of tensors")
     # A plain dict (no ``_metadata``): BatchNorm then fills in a missing num_batches_tracked.
-    weights = {k.removeprefix("module."): v for k, v in data.items()}
+    weights = read_state_dict(path, "I3D")
     model = InceptionI3d(num_classes, in_channels)
     load_weights(model, weights, path)
     return model.eval()

@@ -26,17 +26,13 @@ same file twice. Its backbone keys ``net.slice{1..5}.{0,3,6,8,10}.*`` map to ``f
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from tempoflow.errors import CheckpointError
-from tempoflow.train.checkpoint import load_weights
+from tempoflow.train.checkpoint import load_weights, read_state_dict
 
 # ScalingLayer of lpips v0.1: ImageNet mean/std expressed for inputs in [-1, 1] (2 * mean - 1, 2 * std).
 SHIFT = (-0.030, -0.088, -0.188)
@@ -133,25 +129,6 @@ class LPIPS(nn.Module):
         return dist
 
 
-def _read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
-    """Tensors of a ``.pt``/``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` file."""
-    if not path.is_file():
-        raise CheckpointError(f"LPIPS {what} weights not found: {path}")
-    if path.suffix not in (".pt", ".pth", ".safetensors"):
-        raise CheckpointError(f"LPIPS {what} weights must be .pt, .pth or .safetensors: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            data = load_file(str(path))
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"cannot read LPIPS {what} weights {path}: {reason}") from err
-    if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
-        raise CheckpointError(f"LPIPS {what} weights {path} hold no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in data.items()}
-
-
 def load_lpips(backbone_path: str | Path, lin_path: str | Path) -> LPIPS:
     """An :class:`LPIPS` (eval mode, frozen, CPU) with weights from two local files, loaded strictly.
 
@@ -168,7 +145,7 @@ def load_lpips(backbone_path: str | Path, lin_path: str | Path) -> LPIPS:
     backbone_path, lin_path = Path(backbone_path), Path(lin_path)
     model = LPIPS()
     backbone = {}
-    for key, value in _read_state_dict(backbone_path, "backbone").items():
+    for key, value in read_state_dict(backbone_path, "LPIPS backbone").items():
         if _SLICE_KEY.match(key):
             backbone["features." + key.split(".", 2)[2]] = value  # net.slice2.3.weight -> features.3.weight
         elif key.startswith("features."):
@@ -177,7 +154,7 @@ def load_lpips(backbone_path: str | Path, lin_path: str | Path) -> LPIPS:
             backbone[key] = value  # unknown: reported as unexpected below
     lins = {
         key: value
-        for key, value in _read_state_dict(lin_path, "linear-layer").items()
+        for key, value in read_state_dict(lin_path, "LPIPS linear-layer").items()
         if not key.startswith(("net.", "scaling_layer.", "lins."))
     }
     # Each file is checked strictly against its own part of the model, keys named as in the file.

@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -116,6 +118,35 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         return Checkpoint(path=path, config=data["config"], meta=data.get("meta", {}))
     except (json.JSONDecodeError, KeyError) as err:
         raise CheckpointError(f"corrupt {CONFIG} in checkpoint {path}") from err
+
+
+def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Tensors of a published weight file, read without unpickling objects.
+
+    ``.safetensors``, or ``.pt``/``.pth`` through ``torch.load(weights_only=True)``; a state dict
+    nested under ``"state_dict"`` or ``"model"`` and a DDP ``"module."`` prefix are accepted.
+    ``what`` names the weights in errors ("I3D", "LPIPS backbone", ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} weights not found: {path}")
+    if path.suffix not in (".pt", ".pth", ".safetensors"):
+        raise CheckpointError(f"{what} weights must be .pt, .pth or .safetensors: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            data = load_file(str(path))
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"cannot read {what} weights {path}: {reason}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{what} weights {path} hold no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in data.items()}
 
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:

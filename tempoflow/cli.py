@@ -62,6 +62,27 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    from tempoflow.config import load_config
+    from tempoflow.data import load_dataset
+    from tempoflow.data.latent_cache import encode_dataset
+    from tempoflow.train.run import build_method, data_dict, pick_device, text_encoder
+
+    cfg = load_config(args.config, args.overrides)
+    method = build_method(cfg)
+    codec = getattr(method, "codec", None)
+    if codec is None:
+        raise ConfigError(f"method '{cfg.method}' has no codec: nothing to encode")
+    datasets = {split: load_dataset(cfg.data, split) for split in args.splits}
+    manifest = encode_dataset(codec, datasets, data_dict(cfg.data), args.out, device=pick_device(cfg.device))
+    if cfg.text.cache:  # caption embeddings too, so training needs neither the codec nor the text model
+        text_encoder(cfg).encode(sorted({c for d in datasets.values() for c in d.captions}))
+        print(f"caption embeddings cached in {cfg.text.cache}")
+    print(f"wrote {codec.name} latents of {', '.join(args.splits)} and {manifest}; "
+          f"train with data.latent_cache={args.out}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.train.run import train
@@ -134,12 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     def add_overrides(sp: argparse.ArgumentParser, what: str) -> None:
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides of {what}")
 
-    d = sub.add_parser("data", help="render a dataset to mp4 files with a manifest.csv")
+    data = sub.add_parser("data", help="render a dataset to videos, or encode it to a latent cache")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    d = data_sub.add_parser("render", help="render a dataset to mp4 files with a manifest.csv")
     d.add_argument("config", help="YAML config (its data section is used)")
     add_overrides(d, "the config, e.g. data.shapes.resolution=64")
     d.add_argument("--out", default="data/shapes", help="output folder")
     d.add_argument("--splits", nargs="+", default=["train", "test", "heldout"])
     d.set_defaults(func=cmd_data)
+    e = data_sub.add_parser("encode", help="encode a dataset with the config's codec into a latent cache")
+    e.add_argument("config", help="YAML config (its data section and its method's codec are used)")
+    add_overrides(e, "the config, e.g. flow.codec_path=runs/shapes_autoencoder")
+    e.add_argument("--out", required=True, help="cache folder (then train with data.latent_cache=FOLDER)")
+    e.add_argument("--splits", nargs="+", default=["train"])
+    e.set_defaults(func=cmd_encode)
 
     t = sub.add_parser("train", help="train the method a config names")
     t.add_argument("config", help="YAML config, e.g. configs/shapes_flow.yaml")

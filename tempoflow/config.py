@@ -8,6 +8,7 @@ the dataclass fields and every value against the field's type, so ``train.step=5
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class DataConfig:
 
     name: str = "shapes"
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    # Folder written by `tempoflow data encode`: train on its latents instead of encoding every batch.
+    latent_cache: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,30 @@ class DiTConfig:
         _require(self.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
 
 
+RECONSTRUCTION_LOSSES = ("l1", "l2", "l1+l2")
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Frame autoencoder (method ``autoencoder``; the ``autoencoder`` codec loads what it trains)."""
+
+    width: int = 32  # channels of the first level
+    multipliers: tuple[int, ...] = (1, 2, 2)  # one level per entry; the grid shrinks 2x per extra level
+    z_channels: int = 4  # latent channels per cell
+    kl_weight: float = 1e-6  # β of the KL term (latent diffusion's KL-f8 uses 1e-6)
+    # Pixel reconstruction loss: "l1", "l2" or "l1+l2". L1 alone is median-seeking: on frames that
+    # are mostly background it can settle on drawing background only; L2 keeps small objects.
+    reconstruction: str = "l1+l2"
+    scale_momentum: float = 0.99  # running estimate of the latent std, for the codec's scaling
+
+    def __post_init__(self) -> None:
+        _require(self.width >= 4 and len(self.multipliers) >= 1, "autoencoder.width >= 4 and >= 1 level")
+        _require(self.z_channels >= 1, f"autoencoder.z_channels must be >= 1, got {self.z_channels}")
+        _require(self.kl_weight >= 0, f"autoencoder.kl_weight must be >= 0, got {self.kl_weight}")
+        _require(self.reconstruction in RECONSTRUCTION_LOSSES,
+                 f"autoencoder.reconstruction must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruction!r}")
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     """Latent flow matching (DESIGN §3)."""
@@ -71,7 +98,8 @@ class FlowConfig:
     path: str = "condot"  # "condot" or "cosine"
     sigma_min: float = 0.0
     caption_dropout: float = 0.1  # probability of training unconditionally, for guidance
-    codec: str = "pixel"
+    codec: str = "pixel"  # "pixel" or "autoencoder"
+    codec_path: str = ""  # the autoencoder run (or checkpoint) the "autoencoder" codec loads
     # What the network outputs: "velocity" (v_θ directly) or "data" (x̂_1, turned into a velocity
     # through the path). The loss is on the velocity either way. Data prediction wins when a patch
     # holds more numbers than the network's width (Li & He 2025): the clean patch is low-dimensional,
@@ -155,6 +183,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
     model: DiTConfig = field(default_factory=DiTConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -163,6 +192,9 @@ class ExperimentConfig:
 
 # --------------------------------------------------------------------------------------------
 # Building dataclasses from plain dicts with type checks.
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _type_name(tp: Any) -> str:
@@ -205,6 +237,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):  # YAML 1.1 reads "5e-4" as a string
             return float(value)
     elif tp is str:
         if isinstance(value, str):

@@ -28,7 +28,7 @@ from tempoflow.metrics.i3d import I3DFeatures, fvd, kvd, load_i3d
 from tempoflow.metrics.lpips import LPIPS, load_lpips, lpips_video
 from tempoflow.metrics.lpips import MIN_SIZE as LPIPS_MIN_SIZE
 from tempoflow.metrics.oracle import caption_accuracy
-from tempoflow.metrics.video import nearest_in_bucket, psnr_per_frame
+from tempoflow.metrics.video import nearest_in_bucket, psnr, psnr_per_frame, ssim
 from tempoflow.report.html import VideoCell, read_log, write_comparison, write_report
 from tempoflow.train.run import load_method
 
@@ -208,6 +208,46 @@ def compare(
     return records
 
 
+def evaluate_reconstruction(method: Method, cfg: ExperimentConfig, ckpt, out: Path, t_start: float) -> dict:
+    """An autoencoder's report: reconstruction PSNR/SSIM and oracle caption accuracy on the held-out
+    videos (test split and held-out combinations), truth next to reconstruction."""
+    device = next(method.parameters()).device
+    metrics: dict = {}
+    cells = []
+    fps = float(ckpt.meta.get("fps", 8.0))
+    for split in ("test", "heldout"):
+        data = load_dataset(cfg.data, split)
+        if len(data) == 0:
+            continue
+        videos = data.videos
+        recon = torch.cat([method.reconstruct(v.to(device)).float().cpu() for v in videos.split(64)])
+        metrics[split] = {
+            "videos": len(data),
+            "psnr_db": float(psnr(recon, videos).mean()),
+            "ssim": float(ssim(recon, videos).mean()),
+            **{f"reconstruction_{k}": v for k, v in oracle_scores(recon, data.captions).items()},
+        }
+        pairs = torch.stack([videos[:4], recon[:4]], dim=1).flatten(0, 1)  # truth, reconstruction, ...
+        path = write_video(out / "clips" / f"{split}.gif", upscale(tile(pairs, min(4, len(data)))), fps=fps)
+        cells.append(VideoCell(f"[{split}] truth | reconstruction", path))
+    record = {
+        "metrics": metrics,
+        "eval_seconds": time.perf_counter() - t_start,
+        "checkpoint": str(ckpt.path),
+        "checkpoint_sha256": ckpt.digest(),
+        "step": ckpt.step,
+        "latent_shape": list(method.latent_shape),
+        "latent_std": float(method.latent_std),
+        "hardware": hardware(),
+        "config": to_dict(cfg),
+    }
+    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    write_report(out / "report.html", f"tempoflow autoencoder: {Path(cfg.out_dir).name} @ step {ckpt.step}",
+                 {"step": ckpt.step, "hardware": record["hardware"], **metrics}, cells,
+                 read_log(ckpt.path.parent.parent / "log.jsonl"))
+    return record
+
+
 def evaluate(
     checkpoint: str | Path, out_dir: str | Path | None = None, device: str = "auto", overrides: dict | None = None
 ) -> dict:
@@ -216,6 +256,8 @@ def evaluate(
     method, cfg, ckpt = load_method(checkpoint, device=device, overrides=overrides)
     out = Path(out_dir) if out_dir else ckpt.path.parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    if method.task == "reconstruction":
+        return evaluate_reconstruction(method, cfg, ckpt, out, t_start)
     sc = cfg.sample
     pairs = default_prompts(cfg)
     prompts = [c for _, c in pairs]

@@ -28,6 +28,13 @@ def test_int_accepted_for_float_but_not_the_reverse():
         load_config(None, ["train.steps=1.5"])
 
 
+def test_exponent_without_dot_is_a_float():
+    """YAML 1.1 reads ``5e-4`` as a string; a float field must still take it (``lr=abc`` must not)."""
+    assert load_config(None, ["train.lr=5e-4"]).train.lr == 5e-4
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(None, ["train.lr=abc"])
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

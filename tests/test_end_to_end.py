@@ -137,3 +137,17 @@ def test_eval_computes_bucket_lpips_with_weights_given_by_path(tmp_path):
                  f"eval.lpips_backbone={backbone}", f"eval.lpips_lin={lin}"]) == 0
     m2 = json.loads((tmp_path / "e2" / "metrics.json").read_text())["metrics"]
     assert "at least 31 pixels" in m2["train"]["nearest_bucket_lpips"]
+
+
+def test_data_render_writes_videos_and_an_open_sora_manifest(tmp_path):
+    import csv
+
+    from tempoflow.data.io import read_video
+
+    out = tmp_path / "data"
+    assert main(["data", "render", "configs/demo.yaml", *TINY, "--out", str(out), "--splits", "test"]) == 0
+    rows = list(csv.DictReader((out / "manifest.csv").read_text().splitlines()))
+    assert rows and set(rows[0]) >= {"path", "text", "num_frames", "fps", "height", "width"}
+    video = read_video(out / rows[0]["path"]).frames
+    assert video.shape == (int(rows[0]["num_frames"]), 3, int(rows[0]["height"]), int(rows[0]["width"]))
+    assert (out / "preview_test.png").is_file()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import torch
 from torch import Tensor, nn
 
 
@@ -18,6 +21,16 @@ class Codec(nn.Module):
 
     def latent_shape(self, channels: int, height: int, width: int) -> tuple[int, int, int]:
         raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the codec's name, scaling and every weight and buffer: what a latent cache is
+        checked against (two codecs with equal fingerprints produce equal latents)."""
+        h = hashlib.sha256(f"{self.name}:{float(self.scaling)!r}".encode())
+        for key, value in sorted(self.state_dict().items()):
+            h.update(key.encode())
+            h.update(str(tuple(value.shape)).encode() + str(value.dtype).encode())
+            h.update(value.detach().cpu().contiguous().flatten().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def encode(self, video: Tensor) -> Tensor:
         raise NotImplementedError

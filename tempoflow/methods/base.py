@@ -33,6 +33,7 @@ class Method(nn.Module):
     """
 
     name: str = "method"
+    task: str = "text-to-video"  # what evaluation does with it: "text-to-video" or "reconstruction"
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         return self.loss(batch, generator)

@@ -40,7 +40,7 @@ class FlowMatching(Method):
         super().__init__()
         self.cfg = cfg
         self.text = text
-        self.codec = make_codec(cfg.flow.codec)
+        self.codec = make_codec(cfg.flow.codec, cfg.flow.codec_path)
         self.num_frames, channels, height, width = video_shape
         self.latent_shape = self.codec.latent_shape(channels, height, width)
         self.path = make_path(cfg.flow.path, cfg.flow.sigma_min)
@@ -51,9 +51,12 @@ class FlowMatching(Method):
         return {"tokens": emb.tokens, "mask": emb.mask, "pooled": emb.pooled}
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """batch: ``video`` (B, T, C, H, W) in [0, 1] and ``caption`` (list of B strings)."""
-        with torch.no_grad():
-            x_1 = self.codec.encode(batch["video"])  # (B, T, *latent)
+        """batch: ``video`` (B, T, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""
+        if "latents" in batch:  # from a latent cache (tempoflow.data.latent_cache)
+            x_1 = batch["latents"]  # (B, T, *latent)
+        else:
+            with torch.no_grad():
+                x_1 = self.codec.encode(batch["video"])  # (B, T, *latent)
         B = x_1.shape[0]
         x_0 = randn(x_1.shape, generator, x_1)  # (B, T, *latent)
         t = rand((B,), generator, x_1)  # (B,)

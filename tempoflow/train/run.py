@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from tempoflow.config import ExperimentConfig, from_dict, save_config, to_dict
+from tempoflow.config import DataConfig, ExperimentConfig, from_dict, save_config, to_dict
 from tempoflow.data import load_dataset, video_shape
+from tempoflow.data.latent_cache import load_latents
 from tempoflow.errors import CheckpointError, ConfigError
 from tempoflow.methods import Method, method_class
 from tempoflow.text import TextEncoder, make_text_encoder
@@ -18,6 +19,13 @@ from tempoflow.train.trainer import Trainer, TrainResult
 def text_encoder(cfg: ExperimentConfig) -> TextEncoder:
     t = cfg.text
     return make_text_encoder(t.encoder, path=t.path, dim=t.dim, max_tokens=t.max_tokens, cache=t.cache)
+
+
+def data_dict(data: DataConfig) -> dict:
+    """The data settings a latent cache must agree with (everything but the cache's own path)."""
+    d = to_dict(data)
+    d.pop("latent_cache")
+    return d
 
 
 def build_method(cfg: ExperimentConfig, text: TextEncoder | None = None) -> Method:
@@ -38,12 +46,19 @@ def train(
         raise ConfigError(
             f"{out} already holds a run: pass --resume to continue it or choose another out_dir"
         )
-    data = load_dataset(cfg.data, "train")
     method = build_method(cfg, text)
+    if cfg.data.latent_cache:
+        if getattr(method, "codec", None) is None:
+            raise ConfigError(f"method '{cfg.method}' has no codec: it cannot train from data.latent_cache")
+        data = load_latents(cfg.data.latent_cache, method.codec, data_dict(cfg.data), "train")
+        tensors, key = data.latents, "latents"
+    else:
+        data = load_dataset(cfg.data, "train")
+        tensors, key = data.videos, "video"
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
-    trainer = Trainer(method, data.videos, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device)
+    trainer = Trainer(method, tensors, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key)
     return trainer.fit(resume=resume, until=until)
 
 

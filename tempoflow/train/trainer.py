@@ -106,6 +106,7 @@ class Trainer:
         out_dir: run folder: ``checkpoints/``, ``log.jsonl``, ``tb/``.
         config_dict, meta: written into every checkpoint's ``config.json``.
         device: "auto", "cpu" or "cuda".
+        key: the batch entry ``videos`` is served under: "video", or "latents" (from a latent cache).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class Trainer:
         config_dict: dict,
         meta: dict,
         device: str = "auto",
+        key: str = "video",
     ):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
@@ -142,6 +144,7 @@ class Trainer:
         )
         self.accelerator.register_for_checkpointing(self.ema, self.state)
         self.videos = videos.to(dev)
+        self.key = key  # "video", or "latents" when training from a latent cache
         self.captions = captions
 
     @property
@@ -150,7 +153,7 @@ class Trainer:
 
     def batch(self) -> dict:
         idx = torch.randint(len(self.videos), (self.cfg.batch_size,), generator=self.state.batch_gen)
-        batch = {"video": self.videos[idx.to(self.videos.device)]}
+        batch = {self.key: self.videos[idx.to(self.videos.device)]}
         if self.captions is not None:
             batch["caption"] = [self.captions[i] for i in idx.tolist()]  # CPU indices: no device sync
         return batch

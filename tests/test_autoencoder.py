@@ -1,0 +1,146 @@
+"""The frame autoencoder method, its codec, and flow matching in its latent space."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tempoflow.cli import main
+from tempoflow.codecs import make_codec
+from tempoflow.config import load_config
+from tempoflow.errors import CheckpointError, ConfigError, DataError
+from tempoflow.train.run import build_method, train
+
+from .conftest import TINY
+
+AE = ["method=autoencoder", "autoencoder.width=8", "autoencoder.multipliers=[1, 2]", "autoencoder.z_channels=2"]
+
+
+@pytest.fixture
+def ae_run(tmp_path):
+    cfg = load_config(None, [*TINY, *AE, f"out_dir={tmp_path / 'ae'}"])
+    train(cfg)
+    return tmp_path / "ae"
+
+
+def test_autoencoder_shapes_and_factor_check():
+    cfg = load_config(None, [*TINY, *AE])
+    ae = build_method(cfg)
+    assert ae.latent_shape == (2, 8, 8)  # 16x16 frames, one downsampling level
+    video = torch.rand(2, 4, 3, 16, 16)
+    assert ae.reconstruct(video).shape == video.shape
+    with pytest.raises(ConfigError, match="do not divide"):
+        build_method(load_config(None, [*TINY, *AE, "autoencoder.multipliers=[1, 1, 1, 1, 1, 1]"]))
+
+
+def test_autoencoder_learns_and_tracks_latent_std():
+    """Reconstruction L1 must fall well below its start when overfitting one batch."""
+    cfg = load_config(None, [*TINY, *AE])
+    ae = build_method(cfg)
+    from tempoflow.data import load_dataset
+
+    batch = {"video": load_dataset(cfg.data, "train").videos[:2]}
+    opt = torch.optim.AdamW(ae.parameters(), lr=3e-3)
+    first = None
+    for i in range(60):
+        out = ae.loss(batch, torch.Generator().manual_seed(i))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first if first is not None else out["l1"].item()
+    assert out["l1"].item() < 0.5 * first
+    assert ae.latent_std.item() != 1.0  # the running estimate moved in training mode...
+    before = ae.latent_std.clone()
+    ae.eval()
+    ae.loss(batch)
+    assert torch.equal(ae.latent_std, before)  # ...and not in eval mode
+
+
+def test_codec_round_trip_chunking_and_scaling(ae_run):
+    codec = make_codec("autoencoder", str(ae_run))
+    video = torch.rand(2, 4, 3, 16, 16)
+    z = codec.encode(video)
+    assert z.shape == (2, 4, 2, 8, 8)
+    assert codec.decode(z).shape == video.shape
+    codec.chunk = 3  # 8 frames in chunks of 3 must give the same latents
+    assert torch.allclose(codec.encode(video), z, atol=1e-6)
+    mean, _ = codec.ae.encode_frames(video.flatten(0, 1))
+    assert torch.allclose(z.flatten(0, 1), mean * codec.scaling, atol=1e-5)  # scaled by 1 / latent std
+    assert not any(p.requires_grad for p in codec.parameters())
+
+
+def test_codec_refuses_bad_sources(tmp_path, ae_run):
+    with pytest.raises(ConfigError, match="needs flow.codec_path"):
+        make_codec("autoencoder", "")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        make_codec("autoencoder", str(tmp_path / "nowhere"))
+    flow_run = tmp_path / "flow"
+    train(load_config(None, [*TINY, f"out_dir={flow_run}", "train.steps=1"]))
+    with pytest.raises(ConfigError, match="not an autoencoder"):
+        make_codec("autoencoder", str(flow_run))
+
+
+def test_flow_in_autoencoder_latent_space_end_to_end(tmp_path, ae_run):
+    run = tmp_path / "flow"
+    latent = [*TINY, f"out_dir={run}", "flow.codec=autoencoder", f"flow.codec_path={ae_run}", "model.patch_hw=2"]
+    before = {k: v.clone() for k, v in make_codec("autoencoder", str(ae_run)).state_dict().items()}
+    assert main(["train", "configs/demo.yaml", *latent]) == 0
+    from tempoflow.train.run import load_method
+
+    method, _, _ = load_method(run, device="cpu")
+    after = method.codec.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the codec stayed frozen
+    out = method.sample(["a red circle moves left"], generator=torch.Generator().manual_seed(0), steps=2)
+    assert out.latents.shape == (1, 4, 2, 8, 8) and out.video.shape == (1, 4, 3, 16, 16)
+    assert main(["eval", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu", "sample.steps=1"]) == 0
+
+
+def test_autoencoder_eval_reports_reconstruction(tmp_path, ae_run):
+    assert main(["eval", str(ae_run), "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    m = record["metrics"]
+    assert set(m) == {"test", "heldout"} and m["test"]["psnr_db"] > 0 and -1 <= m["test"]["ssim"] <= 1
+    assert 0 <= m["heldout"]["reconstruction_caption_accuracy"] <= 1
+    assert record["latent_shape"] == [2, 8, 8]
+
+
+def test_latent_cache_reuse_and_refusal(tmp_path, ae_run):
+    """`data encode` then training from the cache; the cached latents equal a fresh encode (the
+    reference), and a cache made by another codec or from other data is refused by name."""
+    cache = tmp_path / "cache"
+    latent = [*TINY, "flow.codec=autoencoder", f"flow.codec_path={ae_run}", "model.patch_hw=2"]
+    assert main(["data", "encode", "configs/demo.yaml", *latent, "--out", str(cache), "--splits", "train", "test"]) == 0
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["codec"] == "autoencoder" and manifest["latent_shape"] == [2, 8, 8]
+
+    from tempoflow.data import load_dataset
+    from tempoflow.data.latent_cache import load_latents
+    from tempoflow.train.run import data_dict
+
+    cfg = load_config("configs/demo.yaml", latent)
+    codec = make_codec("autoencoder", str(ae_run))
+    cached = load_latents(cache, codec, data_dict(cfg.data), "test")
+    test = load_dataset(cfg.data, "test")
+    assert cached.captions == test.captions
+    assert torch.allclose(cached.latents, codec.encode(test.videos), atol=1e-5)
+
+    run = tmp_path / "from_cache"
+    assert main(["train", "configs/demo.yaml", *latent, f"data.latent_cache={cache}", f"out_dir={run}"]) == 0
+    assert (run / "checkpoints" / "latest").exists()
+
+    with pytest.raises(ConfigError, match="made by codec 'autoencoder'.*uses 'pixel'"):
+        load_latents(cache, make_codec("pixel"), data_dict(cfg.data), "train")
+    with pytest.raises(ConfigError, match="other data settings"):
+        other = load_config("configs/demo.yaml", [*latent, "data.shapes.seed=7"])
+        load_latents(cache, codec, data_dict(other.data), "train")
+    with pytest.raises(ConfigError, match="no 'heldout' split"):
+        load_latents(cache, codec, data_dict(cfg.data), "heldout")
+    with pytest.raises(ConfigError, match="no latent cache"):
+        load_latents(tmp_path / "empty", codec, data_dict(cfg.data), "train")
+    (cache / "train-00000.safetensors").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="corrupt"):
+        load_latents(cache, codec, data_dict(cfg.data), "train")
+    with pytest.raises(ConfigError, match="has no codec"):  # the autoencoder itself is not a latent method
+        train(load_config(None, [*TINY, *AE, f"data.latent_cache={cache}", f"out_dir={tmp_path / 'x'}"]))

@@ -46,7 +46,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         for i in tqdm(range(len(data)), desc=f"write {split}"):
             path = write_video(folder / f"{i:05d}.mp4", data.videos[i], fps=data.fps)
             T, _, H, W = data.videos[i].shape
-            rows.append({"path": str(path.relative_to(out)), "text": data.captions[i], "num_frames": T,
+            text = data.captions[i] if data.captions is not None else ""  # physics: unconditional
+            rows.append({"path": str(path.relative_to(out)), "text": text, "num_frames": T,
                          "fps": data.fps, "height": H, "width": W, "split": split})
         write_grid(out / f"preview_{split}.png", data.videos[: min(8, len(data))])
     if cfg.text.cache:  # precompute caption embeddings once, for machines without the text model
@@ -104,11 +105,43 @@ def cmd_sample(args: argparse.Namespace) -> int:
     method, _, ckpt = load_method(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
+    if method.task == "trajectory":  # lifting, ardm: unconditional roll-outs, no captions
+        return _sample_trajectories(method, ckpt, gen, args)
+    if not args.prompt:
+        raise ConfigError(f"method '{method.name}' needs --prompt (one or more captions)")
     captions = [p for p in args.prompt for _ in range(args.num)]
-    out = method.sample(captions, generator=gen)
+    fps = float(ckpt.meta.get("fps", 8.0))
+    if args.fps is not None or args.duration is not None:
+        if not getattr(method, "continuous_time", False):
+            raise ConfigError(f"--fps/--duration need a continuous-time method (vlfm), not '{method.name}'")
+        fps = args.fps or fps
+        duration = args.duration or method.num_frames / method.fps
+        if fps <= 0 or duration <= 0:
+            raise ConfigError(f"--fps and --duration must be > 0, got {fps} and {duration}")
+        times = torch.arange(1, max(1, round(duration * fps)) + 1, dtype=torch.float64) / fps
+        out = method.sample(captions, generator=gen, times=times.float())
+    else:
+        out = method.sample(captions, generator=gen)
     video = upscale(tile(out.video.float().cpu(), len(args.prompt)), args.scale)
-    path = write_video(args.out, video, fps=float(ckpt.meta.get("fps", 8.0)))
+    path = write_video(args.out, video, fps=fps)
     print(f"wrote {path} ({len(captions)} samples, NFE {out.nfe})")
+    return 0
+
+
+def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace) -> int:
+    """``--num`` roll-outs of ``--frames`` frames from the test split's first frames, in one row."""
+    from tempoflow.data.io import write_video
+    from tempoflow.evaluate import tile, upscale
+    from tempoflow.evaluate_trajectories import viewable
+
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    out = method.sample(num_samples=args.num, generator=gen, num_frames=args.frames)
+    video = out.video.float().cpu()
+    if not method.clamp:  # physics fields: their range mapped to [0, 1] for viewing
+        video = viewable(video, float(video.min()), float(video.max()))
+    path = write_video(args.out, upscale(tile(video, 1), args.scale), fps=float(ckpt.meta.get("fps", 8.0)))
+    print(f"wrote {path} ({args.num} trajectories of {video.shape[1]} frames, NFE {out.nfe})")
     return 0
 
 
@@ -181,12 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate videos from captions with a trained checkpoint")
     s.add_argument("checkpoint", help="run folder or checkpoint folder")
     add_overrides(s, "sampling settings, e.g. sample.steps=32 sample.guidance=3")
-    s.add_argument("--prompt", action="append", required=True, help="caption (repeat for several)")
+    s.add_argument("--prompt", action="append", default=None,
+                   help="caption (repeat for several); not used by trajectory methods (lifting, ardm)")
+    s.add_argument("--frames", type=int, default=None,
+                   help="trajectory methods: frames per roll-out, given ones included (default: training length)")
     s.add_argument("--num", type=int, default=1, help="samples per prompt")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.mp4", help=".mp4, .gif or .webm")
     s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling for viewing")
     s.add_argument("--device", default="auto")
+    s.add_argument("--fps", type=float, default=None,
+                   help="continuous-time methods (vlfm): frame rate of the output (default: the training fps)")
+    s.add_argument("--duration", type=float, default=None,
+                   help="continuous-time methods (vlfm): seconds to generate; past the training duration extrapolates")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="sample a fixed evaluation set, write metrics.json and report.html; "

@@ -17,8 +17,13 @@ from typing import Any
 
 import yaml
 
+from tempoflow.data.digits import DigitsConfig
+from tempoflow.data.physics.porous import PorousConfig
+from tempoflow.data.physics.sde import SDEConfig
+from tempoflow.data.physics.wave import WaveConfig
 from tempoflow.data.shapes import ShapesConfig
 from tempoflow.errors import ConfigError
+from tempoflow.nets.unet import UNetConfig
 
 
 def _require(ok: bool, message: str) -> None:
@@ -28,11 +33,44 @@ def _require(ok: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class PhysicsConfig:
+    """Physics trajectories (seed 001 appendix D; ``tempoflow.data.physics``), used when ``data.name`` is
+    "wave", "porous" or "sde" (the name is the kind). The kind's own settings — ``t_end`` in seconds, the
+    medium, the SDE's rates — are its sub-section, e.g. ``data.physics.wave.t_end``. Defaults are sized for
+    a CPU; the paper's sizes are in the comments."""
+
+    n_trajectories: int = 128  # M, train + test (paper: 1024 wave, 1000 porous)
+    size: int = 32  # grid side (paper: 64 wave, 100 porous)
+    n_times: int = 32  # stored times evenly on (0, t_end] (paper: 64 wave, 50 porous)
+    seed: int = 0  # trajectory i is a function of (seed, i) only
+    test_fraction: float = 0.25  # share of the trajectories held out (the "test" split)
+    split_seed: int = 0  # permutation that draws the test trajectories
+    cache_dir: str = "data/physics"  # simulations are cached here; "" = simulate on every load
+    # Prepend the fixed initial state u(0) (not stored by the simulators) as frame 0 at t = 0, so that a
+    # roll-out starts from the one deterministic initial condition, as in the paper's Algorithm 2.
+    include_initial: bool = True
+    wave: WaveConfig = field(default_factory=WaveConfig)
+    porous: PorousConfig = field(default_factory=PorousConfig)
+    sde: SDEConfig = field(default_factory=SDEConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.n_trajectories >= 2, f"data.physics.n_trajectories must be >= 2, got {self.n_trajectories}")
+        _require(self.size >= 4, f"data.physics.size must be >= 4, got {self.size}")
+        _require(self.n_times >= 1, f"data.physics.n_times must be >= 1, got {self.n_times}")
+        _require(self.seed >= 0, f"data.physics.seed must be >= 0, got {self.seed}")
+        _require(0.0 < self.test_fraction < 1.0,
+                 f"data.physics.test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    """Which dataset to train on; ``name`` selects the sub-config that is used."""
+    """Which dataset to train on; ``name`` selects the sub-config that is used: "shapes" or "digits"
+    (captioned video), or a physics kind "wave", "porous", "sde" (``physics``)."""
 
     name: str = "shapes"
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    digits: DigitsConfig = field(default_factory=DigitsConfig)  # used when name is "digits"
     # Folder written by `tempoflow data encode`: train on its latents instead of encoding every batch.
     latent_cache: str = ""
 
@@ -41,8 +79,9 @@ class DataConfig:
 class TextConfig:
     """Caption encoder (``tempoflow.text``)."""
 
-    encoder: str = "minilm"  # "minilm" (shipped, pretrained, offline) or "hashing" (no weights)
-    path: str = ""  # local path or hub id of a sentence-transformers model; "" = the shipped MiniLM
+    # "minilm" (shipped, pretrained, offline), "hashing" (no weights) or "clip" (transformers CLIP, by path)
+    encoder: str = "minilm"
+    path: str = ""  # local path or hub id of a sentence-transformers (or CLIP) model; "" = the shipped MiniLM
     dim: int = 64  # embedding width of the hashing encoder (MiniLM is fixed at 384)
     max_tokens: int = 32  # captions are truncated to this many tokens
     cache: str = ""  # safetensors file of caption embeddings, reused across runs ("" = memory only)
@@ -82,6 +121,15 @@ class AutoencoderConfig:
     # are mostly background it can settle on drawing background only; L2 keeps small objects.
     reconstruction: str = "l1+l2"
     scale_momentum: float = 0.99  # running estimate of the latent std, for the codec's scaling
+    # "kl": stochastic encoder + β KL (above). "wae": deterministic encoder, wae_weight × a divergence
+    # between the batch's latents and N(0, I) (Tolstikhin et al. 2018; seed 002 appendix A).
+    regulariser: str = "kl"
+    divergence: str = "feature_matching"  # WAE divergence: see WAE_DIVERGENCES
+    wae_weight: float = 0.5  # λ_z / λ_pixel of seed 002 appendix C.3.2 (5 / 10)
+    disc_weight: float = 0.0  # λ_f of the patch-discriminator feature matching; 0 = no discriminator
+    disc_width: int = 32  # channels of the discriminator's first layer (doubling per layer)
+    disc_layers: int = 3  # its stride-2 layers: patches of 2^layers pixels per logit (pix2pix default 3)
+    latent_disc_width: int = 256  # hidden width of the latent discriminator D_z (feature_matching)
 
     def __post_init__(self) -> None:
         _require(self.width >= 4 and len(self.multipliers) >= 1, "autoencoder.width >= 4 and >= 1 level")
@@ -89,6 +137,68 @@ class AutoencoderConfig:
         _require(self.kl_weight >= 0, f"autoencoder.kl_weight must be >= 0, got {self.kl_weight}")
         _require(self.reconstruction in RECONSTRUCTION_LOSSES,
                  f"autoencoder.reconstruction must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruction!r}")
+        _require(self.regulariser in ("kl", "wae"),
+                 f"autoencoder.regulariser must be 'kl' or 'wae', got {self.regulariser!r}")
+        _check_wae("autoencoder", self.divergence, self.disc_width, self.disc_layers, self.latent_disc_width,
+                   {"wae_weight": self.wae_weight, "disc_weight": self.disc_weight})
+
+
+# How a WAE measures the distance from the aggregate posterior of a batch's latents to N(0, I):
+# "feature_matching" — the paper's latent feature matching (seed 002 eqs. A.3–A.5) through a latent
+# discriminator D_z; "mmd" — unbiased MMD² with inverse-multiquadratic kernels (WAE-MMD).
+WAE_DIVERGENCES = ("feature_matching", "mmd")
+
+
+def _check_wae(section: str, divergence: str, disc_width: int, disc_layers: int, latent_disc_width: int,
+               weights: dict[str, float]) -> None:
+    """Validation shared by the two WAE configs (frame autoencoder and video WAE)."""
+    _require(divergence in WAE_DIVERGENCES,
+             f"{section}.divergence must be one of {WAE_DIVERGENCES}, got {divergence!r}")
+    _require(disc_width >= 4, f"{section}.disc_width must be >= 4, got {disc_width}")
+    _require(disc_layers >= 1, f"{section}.disc_layers must be >= 1, got {disc_layers}")
+    _require(latent_disc_width >= 1, f"{section}.latent_disc_width must be >= 1, got {latent_disc_width}")
+    for name, value in weights.items():
+        _require(value >= 0, f"{section}.{name} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class VideoWAEConfig:
+    """Video WAE ``video_wae`` ("3DConv-Base", seed 002 appendix A and C.3.2): a 3-D conv encoder of a
+    fixed-length clip to one latent vector of ``d_z`` numbers and its mirror decoder.
+
+    Weights are the paper's λ's divided by λ_pixel (10, 10, 5 for pixel, feature, divergence); the
+    perceptual term is a mean over VGG feature elements, not the paper's sum, so its λ_p does not carry over.
+    """
+
+    width: int = 32  # channels of the first level
+    multipliers: tuple[int, ...] = (1, 2, 4, 8)  # one stride-2 level each (space always, time while even)
+    d_z: int = 64  # latent vector size (3DConv-Base)
+    pixel_weight: float = 1.0  # λ_pixel: pixel loss between clip and reconstruction
+    # Pixel loss: the paper's "l1", or "l2" / "l1+l2" (L1 alone can settle on background only,
+    # see autoencoder.reconstruction).
+    reconstruction: str = "l1"
+    feature_weight: float = 1.0  # λ_f: L1 feature matching through the 3-D discriminator; 0 = no D_v
+    divergence_weight: float = 0.5  # λ_z: latent divergence to N(0, I)
+    divergence: str = "feature_matching"  # see WAE_DIVERGENCES
+    perceptual_weight: float = 0.1  # λ_p: VGG feature MSE, only when vgg_path is set
+    vgg_path: str = ""  # local torchvision VGG16/VGG19 state dict (features.*); "" = no perceptual term
+    disc_width: int = 32  # 3-D patch discriminator: first-layer channels, doubling per layer
+    disc_layers: int = 3  # its stride-2 layers
+    latent_disc_width: int = 256  # hidden width of D_z (the paper's D_z has 133K weights at d_z = 64)
+    scale_momentum: float = 0.99  # running estimate of the latent std, for the codec's scaling
+
+    def __post_init__(self) -> None:
+        _require(self.width >= 4 and len(self.multipliers) >= 1, "video_wae.width >= 4 and >= 1 level")
+        _require(all(m >= 1 for m in self.multipliers),
+                 f"video_wae.multipliers must be >= 1, got {self.multipliers}")
+        _require(self.d_z >= 1, f"video_wae.d_z must be >= 1, got {self.d_z}")
+        _require(self.reconstruction in RECONSTRUCTION_LOSSES,
+                 f"video_wae.reconstruction must be in {RECONSTRUCTION_LOSSES}, got {self.reconstruction!r}")
+        _require(0.0 <= self.scale_momentum < 1.0,
+                 f"video_wae.scale_momentum must be in [0, 1), got {self.scale_momentum}")
+        _check_wae("video_wae", self.divergence, self.disc_width, self.disc_layers, self.latent_disc_width,
+                   {"pixel_weight": self.pixel_weight, "feature_weight": self.feature_weight,
+                    "divergence_weight": self.divergence_weight, "perceptual_weight": self.perceptual_weight})
 
 
 @dataclass(frozen=True)
@@ -113,6 +223,122 @@ class FlowConfig:
         _require(0.0 <= self.caption_dropout < 1.0, f"flow.caption_dropout must be in [0, 1), got {self.caption_dropout}")
         _require(0.0 <= self.sigma_min < 1.0, f"flow.sigma_min must be in [0, 1), got {self.sigma_min}")
         _require(self.min_sigma > 0.0, f"flow.min_sigma must be > 0, got {self.min_sigma}")
+
+
+@dataclass(frozen=True)
+class VLFMConfig:
+    """Video latent flow matching (DESIGN §4): flow time is video time in seconds."""
+
+    order: int = 8  # s, Legendre coefficients per latent feature (needs s <= frames per video)
+    projection: str = "lstsq"  # "lstsq" (exact least squares) or "legs" (the paper's recurrence)
+    schedule: str = "renoise"  # σ_t: "renoise" (paper, re-noises between frames) or "decay"
+    sigma_min: float = 0.01
+    alpha: float = 10.0  # per second, in σ_t and in μ_t = (1 − e^{−αt}) μ̄(t)
+    objective: str = "flow"  # "flow", or "direct": the paper's ablation G_θ(c, t) → μ̄(t) by MSE
+    # "velocity": F_θ regresses dψ_t/dt (the paper). "data": F_θ outputs the clean trajectory μ̄(t) and
+    # its change per frame μ̄'(t)/fps, regressed directly; sampling then steps the path exactly
+    # (ψ_{t+h} = σ_{t+h} ẑ + μ_{t+h}, ẑ = (ψ_t − μ_t)/σ_t), which stays stable where σ'_t/σ_t is
+    # large next to every frame, and frames are read from the denoised μ̄(t) at any time.
+    prediction: str = "velocity"
+    times_per_video: int = 4  # training times t ~ U[0, T] drawn per video (amortises encode + projection)
+    caption_dropout: float = 0.1
+    codec: str = "pixel"
+    codec_path: str = ""
+    steps_per_frame: int = 8  # fixed-step solvers: steps per frame interval 1 / fps when sampling
+
+    def __post_init__(self) -> None:
+        _require(self.order >= 1, f"vlfm.order must be >= 1, got {self.order}")
+        _require(self.projection in ("lstsq", "legs"), f"vlfm.projection must be 'lstsq' or 'legs', got {self.projection!r}")
+        _require(self.schedule in ("renoise", "decay"), f"vlfm.schedule must be 'renoise' or 'decay', got {self.schedule!r}")
+        _require(self.prediction in ("velocity", "data"),
+                 f"vlfm.prediction must be 'velocity' or 'data', got {self.prediction!r}")
+        _require(self.objective in ("flow", "direct"), f"vlfm.objective must be 'flow' or 'direct', got {self.objective!r}")
+        _require(0.0 < self.sigma_min < 1.0, f"vlfm.sigma_min must be in (0, 1), got {self.sigma_min}")
+        _require(self.alpha > 0, f"vlfm.alpha must be > 0, got {self.alpha}")
+        _require(self.times_per_video >= 1, f"vlfm.times_per_video must be >= 1, got {self.times_per_video}")
+        _require(0.0 <= self.caption_dropout < 1.0, f"vlfm.caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        _require(self.steps_per_frame >= 1, f"vlfm.steps_per_frame must be >= 1, got {self.steps_per_frame}")
+
+
+LIFTING_LOSSES = ("auto", "l2", "bce")
+
+
+@dataclass(frozen=True)
+class LiftingConfig:
+    """Stochastic Lifting ``lifting`` (seed 001 §2, Algorithms 1–2, appendices E–F; DESIGN §5). The window and
+    the UNet are shared with ``ardm``, so that the two methods compare on the same backbone (Table 1)."""
+
+    window: int = 3  # m, the Markov window: history frames stacked on channels (Table 3: 3 for wave, flow)
+    label_dim: int = 64  # d of the fixed labels ξ ~ N(0, I_d) (Table 3: 64 for wave, flow)
+    label_seed: int = 0  # ξ of a training pair is a function of (label_seed, trajectory, target frame)
+    loss: str = "auto"  # "l2" (eq. 6), "bce" on logits (app. F, video in [0, 1]); "auto": bce for shapes
+    residual: bool = False  # l2 only: the UNet predicts x_k − x_{k−1} (Corollary 1's F = x + dt R)
+    pairs_per_video: int = 1  # training pairs drawn from each trajectory of a batch
+    eval_trajectories: int = 64  # N trajectories rolled out by `tempoflow eval` (paper: 512)
+    unet: UNetConfig = field(default_factory=UNetConfig)  # defaults: the paper's "medium" UNet
+
+    def __post_init__(self) -> None:
+        _require(self.window >= 1, f"lifting.window must be >= 1, got {self.window}")
+        _require(self.label_dim >= 1, f"lifting.label_dim must be >= 1, got {self.label_dim}")
+        _require(self.loss in LIFTING_LOSSES, f"lifting.loss must be one of {LIFTING_LOSSES}, got {self.loss!r}")
+        _require(not (self.residual and self.loss == "bce"), "lifting.residual needs an l2 loss, not bce")
+        _require(self.pairs_per_video >= 1, f"lifting.pairs_per_video must be >= 1, got {self.pairs_per_video}")
+        _require(self.eval_trajectories >= 2,
+                 f"lifting.eval_trajectories must be >= 2, got {self.eval_trajectories}")
+
+
+@dataclass(frozen=True)
+class ARDMConfig:
+    """The multi-step baseline ``ardm``: ``lifting``'s window and UNet with a flow-time input, trained by
+    conditional flow matching on the next frame, ``steps`` solver steps per frame (DESIGN §5)."""
+
+    path: str = "condot"  # probability path (tempoflow.flows.paths)
+    sigma_min: float = 0.0
+    solver: str = "euler"  # fixed-step: euler | midpoint | heun | rk4
+    steps: int = 10  # s, solver steps per frame (Table 1: 2, 5, 10, 20, 40)
+
+    def __post_init__(self) -> None:
+        _require(self.solver in ("euler", "midpoint", "heun", "rk4"),
+                 f"ardm.solver must be a fixed-step solver (euler, midpoint, heun, rk4), got {self.solver!r}")
+        _require(self.steps >= 1, f"ardm.steps must be >= 1, got {self.steps}")
+        _require(0.0 <= self.sigma_min < 1.0, f"ardm.sigma_min must be in [0, 1), got {self.sigma_min}")
+
+
+# What trains the text-to-video mapping of ``align`` (seed 002 §3, Tables 2 and 3): ours, then the baselines.
+ALIGN_OBJECTIVES = ("progressive_bucket", "direct_bucket", "direct_infonce", "clip_infonce", "imagebind",
+                    "progressive_vicreg", "progressive_byol")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Text–video latent alignment ``align`` (seed 002 §3, appendix C.3.3; DESIGN §6). Weights are the
+    paper's; its norms are sums, ours are means over elements (the ratios between terms carry over)."""
+
+    video_path: str = ""  # a trained video_wae run: the frozen video space E_v, G
+    objective: str = "progressive_bucket"  # see ALIGN_OBJECTIVES
+    shared_dim: int = 64  # d_{z_s} of the shared space (Table C.1: 64)
+    hidden: int = 512  # width of M, E_s, G_s (appendix C.3.3)
+    dropout: float = 0.1  # after the 2nd and 3rd layers of M, E_s, G_s
+    shared_weight: float = 100.0  # λ_s: ‖z_1 − z_2‖₁ in the shared space, eq. (2)
+    feature_weight: float = 10.0  # λ_feat: the three video-code terms through G_s, eq. (2)
+    pixel_weight: float = 30.0  # λ^s_pixel: the two decoded-video terms through G, eq. (2)
+    divergence_weight: float = 5.0  # λ_{z_s}: the divergence 𝒟_s (or a baseline's alignment loss), eq. (1)
+    alpha: float = 2.0  # bucket loss: weight of the direct text–video pair, eq. (4)
+    lambda_pos: float = 1.0
+    lambda_neg: float = 1.0
+    noise_p: float = 0.15  # noise-word insertion probability per gap (appendix C.3.3); 0 = off
+    disc_width: int = 256  # hidden width of D_s (the paper's D_s has 133K weights at d = 64)
+
+    def __post_init__(self) -> None:
+        _require(self.objective in ALIGN_OBJECTIVES,
+                 f"align.objective must be one of {ALIGN_OBJECTIVES}, got {self.objective!r}")
+        for name in ("shared_dim", "hidden", "disc_width"):
+            _require(getattr(self, name) >= 1, f"align.{name} must be >= 1, got {getattr(self, name)}")
+        _require(0.0 <= self.dropout < 1.0, f"align.dropout must be in [0, 1), got {self.dropout}")
+        _require(0.0 <= self.noise_p <= 1.0, f"align.noise_p must be in [0, 1], got {self.noise_p}")
+        for name in ("shared_weight", "feature_weight", "pixel_weight", "divergence_weight", "alpha",
+                     "lambda_pos", "lambda_neg"):
+            _require(getattr(self, name) >= 0, f"align.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +399,14 @@ class EvalConfig:
     lpips_lin: str = ""  # local LPIPS v0.1 linear layers (lpips weights/v0.1/alex.pth)
     i3d_path: str = ""  # local Kinetics-400 I3D weights: enables FVD/KVD (needs clips of >= 16 frames)
     feature_size: int = 4  # thumbnail side of the offline "FD-thumb" features (not FVD)
+    # Continuous-time methods (vlfm): frames at time_rate × the training fps over time_extent × T,
+    # scored against the renderer at those times (interpolation and extrapolation).
+    time_rate: int = 3
+    time_extent: float = 2.0
+
+    def __post_init__(self) -> None:
+        _require(self.time_rate >= 1, f"eval.time_rate must be >= 1, got {self.time_rate}")
+        _require(self.time_extent >= 1.0, f"eval.time_extent must be >= 1, got {self.time_extent}")
 
 
 @dataclass(frozen=True)
@@ -184,7 +418,12 @@ class ExperimentConfig:
     text: TextConfig = field(default_factory=TextConfig)
     model: DiTConfig = field(default_factory=DiTConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    video_wae: VideoWAEConfig = field(default_factory=VideoWAEConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+    vlfm: VLFMConfig = field(default_factory=VLFMConfig)
+    lifting: LiftingConfig = field(default_factory=LiftingConfig)
+    ardm: ARDMConfig = field(default_factory=ARDMConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -21,6 +21,7 @@ from tempoflow.config import ExperimentConfig, to_dict
 from tempoflow.data import load_dataset
 from tempoflow.data.io import write_video
 from tempoflow.data.shapes import parse_caption
+from tempoflow.evaluate_time import continuous_time_scores, time_grid
 from tempoflow.methods import Method
 from tempoflow.metrics.distribution import frechet_distance_features, polynomial_mmd
 from tempoflow.metrics.features import thumbnail_features
@@ -248,6 +249,32 @@ def evaluate_reconstruction(method: Method, cfg: ExperimentConfig, ckpt, out: Pa
     return record
 
 
+def time_scores(method: Method, cfg: ExperimentConfig, pairs: list[tuple[str, str]], metrics: dict,
+                out: Path, seed: int) -> tuple[dict[str, list[tuple[float, float]]], list[VideoCell]]:
+    """Interpolation/extrapolation scores of a continuous-time method (``tempoflow.evaluate_time``):
+    adds ``time_*`` entries to ``metrics[split]``; returns the curves and truth|sample clips on the grid."""
+    grid = time_grid(method.num_frames, method.fps, method.fps * cfg.eval.time_rate, cfg.eval.time_extent)
+    series: dict[str, list[tuple[float, float]]] = {}
+    cells = []
+    for split in ("train", "heldout"):
+        captions = [c for s, c in pairs if s == split]
+        if not captions:
+            continue
+        res = continuous_time_scores(method, load_dataset(cfg.data, split), captions, grid, seed)
+        metrics[split].update({f"time_{k}": v for k, v in res["summary"].items()})
+        series[f"{split}: model"] = res["psnr_vs_time"]
+        series[f"{split}: baseline"] = res["baseline_vs_time"]
+        pairs_video = torch.stack([res["truth"][:4], res["samples"][:4]], dim=1).flatten(0, 1)
+        fps = method.fps * cfg.eval.time_rate
+        path = write_video(out / "clips" / f"time_{split}.gif", upscale(tile(pairs_video, min(4, len(captions)))),
+                           fps=fps)
+        cells.append(VideoCell(f"[{split}] truth | sample at {fps:g} fps over {float(grid.times[-1]):g} s "
+                               f"(trained on {method.num_frames / method.fps:g} s at {method.fps:g} fps)", path))
+    metrics["time_grid_fps"] = method.fps * cfg.eval.time_rate
+    metrics["time_grid_seconds"] = float(grid.times[-1])
+    return series, cells
+
+
 def evaluate(
     checkpoint: str | Path, out_dir: str | Path | None = None, device: str = "auto", overrides: dict | None = None
 ) -> dict:
@@ -258,6 +285,10 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     if method.task == "reconstruction":
         return evaluate_reconstruction(method, cfg, ckpt, out, t_start)
+    if method.task == "trajectory":  # lifting, ardm; imported here as that module builds on this one
+        from tempoflow.evaluate_trajectories import evaluate_trajectories
+
+        return evaluate_trajectories(method, cfg, ckpt, out, t_start)
     sc = cfg.sample
     pairs = default_prompts(cfg)
     prompts = [c for _, c in pairs]
@@ -300,6 +331,17 @@ def evaluate(
         "sampling_seconds": seconds,
         "frames_per_second": B * T / seconds,
     })
+    extra_cells = []
+    if hasattr(method, "extra_evaluation"):  # a method's own scores and figures (align: tempoflow.evaluate_align)
+        extra_metrics, extra_cells = method.extra_evaluation(cfg, out)
+        metrics.update(extra_metrics)
+
+    curves = {"PSNR vs time against the best-matching bucket video (dB)": ("seconds", over_time)} if over_time else {}
+    time_cells = []
+    if getattr(method, "continuous_time", False):
+        series, time_cells = time_scores(method, cfg, pairs, metrics, out, sc.seed)
+        curves["PSNR at any time against the renderer (dB): model vs baselines (linear between frames, "
+               "hold last frame)"] = ("seconds", series)
 
     rows = len(prompts)
     grid = upscale(tile(videos, rows))
@@ -315,6 +357,7 @@ def evaluate(
             samples = torch.cat([refs[caption][:1], samples])
         path = write_video(clips / f"prompt_{i:02d}.gif", upscale(tile(samples, 1)), fps=fps)
         cells.append(VideoCell(label, path))
+    cells += time_cells + extra_cells
     record = {
         "metrics": metrics,
         "psnr_vs_time": over_time,
@@ -339,7 +382,6 @@ def evaluate(
         cells,
         read_log(ckpt.path.parent.parent / "log.jsonl"),
         notes=f"{K} samples per prompt, seed {sc.seed}, {sc.solver} x {sc.steps}, guidance {sc.guidance}.",
-        curves={"PSNR vs time against the best-matching bucket video (dB)": ("seconds", over_time)}
-        if over_time else None,
+        curves=curves,
     )
     return record

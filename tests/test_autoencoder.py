@@ -144,3 +144,26 @@ def test_latent_cache_reuse_and_refusal(tmp_path, ae_run):
         load_latents(cache, codec, data_dict(cfg.data), "train")
     with pytest.raises(ConfigError, match="has no codec"):  # the autoencoder itself is not a latent method
         train(load_config(None, [*TINY, *AE, f"data.latent_cache={cache}", f"out_dir={tmp_path / 'x'}"]))
+
+
+def test_checkpoints_leave_out_the_codec_and_pin_its_fingerprint(tmp_path, ae_run):
+    """The codec is rebuilt from its own run: not saved, not averaged, and a changed codec is refused."""
+    from safetensors.torch import load_file
+
+    from tempoflow.train.run import load_method
+
+    run = tmp_path / "flow"
+    latent = [*TINY, f"out_dir={run}", "flow.codec=autoencoder", f"flow.codec_path={ae_run}", "model.patch_hw=2"]
+    assert main(["train", "configs/demo.yaml", *latent]) == 0
+    latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    for name in ("model.safetensors", "ema.safetensors"):
+        keys = load_file(str(latest / name)).keys()
+        assert keys and not any(k.startswith("codec.") for k in keys)
+    load_method(run, device="cpu")  # loads: the codec run is unchanged
+    # retrain the codec in place: the flow checkpoint now points at another latent space
+    import shutil
+
+    shutil.rmtree(ae_run)
+    train(load_config(None, [*TINY, *AE, f"out_dir={ae_run}", "train.seed=5"]))
+    with pytest.raises(CheckpointError, match="another latent space"):
+        load_method(run, device="cpu")

@@ -95,14 +95,21 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_last_good(tiny_cfg):
 def test_ema_is_a_moving_average():
     net = torch.nn.Linear(3, 2)
     ema = EMA(net, decay=0.9)
-    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    before = {k: v.clone() for k, v in ema.averaged().items()}
+    assert set(before) == {"weight", "bias"}
     with torch.no_grad():
         for p in net.parameters():
             p.add_(1.0)
     ema.update(net)
-    for k, v in ema.module.state_dict().items():
+    for k, v in ema.averaged().items():
         # closed form: 0.9 * old + 0.1 * (old + 1) = old + 0.1
         assert torch.allclose(v, before[k] + 0.1)
+
+
+def test_ema_skips_the_frozen_codec():
+    net = torch.nn.Module()
+    net.head, net.codec = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    assert set(EMA(net, decay=0.9).averaged()) == {"head.weight", "head.bias"}
 
 
 def test_lr_schedule_warmup_then_cosine():

@@ -21,18 +21,22 @@ class AutoencoderCodec(Codec):
 
     name = "autoencoder"
 
-    def __init__(self, path: str | Path, chunk: int = 256):
+    def __init__(self, path: str | Path | torch.nn.Module, chunk: int = 256):
+        """``path``: a trained ``autoencoder`` run or checkpoint folder, or a built ``FrameAutoencoder``."""
         super().__init__()
         from tempoflow.train.run import load_method  # runs import methods, which import codecs
 
-        if not path:
-            raise ConfigError("flow.codec=autoencoder needs flow.codec_path (a trained autoencoder run)")
-        ae, cfg, ckpt = load_method(path, device="cpu")
-        if cfg.method != "autoencoder":
-            raise ConfigError(f"flow.codec_path {path} is a '{cfg.method}' run, not an autoencoder")
+        if isinstance(path, torch.nn.Module):
+            ae, self.source = path, f"<{type(path).__name__} instance>"
+        else:
+            if not path:
+                raise ConfigError("flow.codec=autoencoder needs flow.codec_path (a trained autoencoder run)")
+            ae, cfg, ckpt = load_method(path, device="cpu")
+            if cfg.method != "autoencoder":
+                raise ConfigError(f"flow.codec_path {path} is a '{cfg.method}' run, not an autoencoder")
+            self.source = str(ckpt.path)
         self.ae = ae.requires_grad_(False).eval()
         self.chunk = chunk
-        self.source = str(ckpt.path)
 
     @property
     def scaling(self) -> float:

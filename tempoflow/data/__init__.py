@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
 
 from tempoflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from tempoflow.config import DataConfig
+    from tempoflow.data.digits import DigitsDataset
     from tempoflow.data.shapes import ShapesDataset
 
-DATASETS = ("shapes",)
+PHYSICS_KINDS = ("wave", "porous", "sde")  # data.name values served by tempoflow.data.physics
+DATASETS = ("shapes", "digits", *PHYSICS_KINDS)
+PHYSICS_SPLITS = ("train", "test")
+
+
+@dataclass
+class TrajectoryDataset:
+    """One split of physics trajectories as the trainer and evaluation read them (no captions).
+
+    Attributes:
+        videos: ``(M, T, C, H, W)`` float32 fields, not clamped (DESIGN §1).
+        times: ``(T,)`` float32 seconds of each frame: ``k / fps``, ``k = 0..T−1`` when the fixed initial
+            state is frame 0 (``data.physics.include_initial``), else ``k = 1..T``.
+        indices: ``(M,)`` long, the simulator's trajectory index ``i`` of each video.
+        fps: frames per second, ``n_times / t_end``.
+        kind: "wave", "porous" or "sde".
+        split: "train" or "test".
+        captions: always None: physics data is unconditional.
+    """
+
+    videos: Tensor
+    times: Tensor
+    indices: Tensor
+    fps: float
+    kind: str
+    split: str
+    captions: None = None
+
+    def __len__(self) -> int:
+        return self.videos.shape[0]
 
 
 def _check(cfg: DataConfig) -> None:
@@ -18,11 +54,72 @@ def _check(cfg: DataConfig) -> None:
         raise ConfigError(f"unknown data.name '{cfg.name}' (valid: {', '.join(DATASETS)})")
 
 
-def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset:
-    """The videos, captions and buckets of one split ("train", "test" or "heldout")."""
+def _kind_settings(cfg: DataConfig) -> dict:
+    """The simulator settings of the physics kind ``cfg.name`` as keyword arguments of ``simulate``."""
+    return dataclasses.asdict(getattr(cfg.physics, cfg.name))
+
+
+def physics_initial_state(cfg: DataConfig) -> Tensor:
+    """The fixed initial state ``u(0)`` of the physics kind ``cfg.name``, ``(C, H, W)`` float32 (appendix D).
+
+    The simulators start every trajectory from it but do not store it: wave, the bump
+    ``exp(−30 ‖x − (π, π)‖²)``; porous, zero saturation; sde, the blob at ``(π, π)``.
+    """
+    p = cfg.physics
+    if cfg.name == "wave":
+        from tempoflow.data.physics.wave import initial_bump
+
+        state = initial_bump(p.size, p.wave.bump_sharpness)
+    elif cfg.name == "porous":
+        if p.porous.with_pressure:  # the initial pressure depends on the random medium: not fixed
+            raise ConfigError("data.physics.include_initial needs data.physics.porous.with_pressure=false: "
+                              "the initial pressure depends on the random permeability")
+        state = torch.zeros(p.size, p.size)
+    elif cfg.name == "sde":
+        from tempoflow.data.physics.sde import render_blobs
+
+        state = render_blobs(torch.tensor([math.pi, math.pi], dtype=torch.float64), p.size, p.sde.blob_width)
+    else:
+        raise ConfigError(f"data.name '{cfg.name}' is not a physics kind ({', '.join(PHYSICS_KINDS)})")
+    return state.float()[None]  # (1, H, W)
+
+
+def load_physics(cfg: DataConfig, split: str) -> TrajectoryDataset:
+    """One split of the physics kind ``cfg.name``, simulated once and cached in ``data.physics.cache_dir``."""
+    from tempoflow.data.physics import make_physics_dataset
+
+    if split not in PHYSICS_SPLITS:
+        raise ConfigError(f"physics data '{cfg.name}' has the splits {', '.join(PHYSICS_SPLITS)}, not '{split}'")
+    p = cfg.physics
+    try:
+        data = make_physics_dataset(cfg.name, p.n_trajectories, p.size, p.n_times, p.seed, p.cache_dir or None,
+                                    **_kind_settings(cfg))
+        data = data.select(split, p.test_fraction, p.split_seed)
+    except ValueError as err:
+        raise ConfigError(f"data.physics ({cfg.name}): {err}") from err
+    videos, times = data.videos, data.times
+    if p.include_initial:
+        u_0 = physics_initial_state(cfg)  # (C, H, W)
+        videos = torch.cat([u_0.expand(len(data), 1, *u_0.shape), videos], dim=1)  # (M, 1 + n_times, C, H, W)
+        times = torch.cat([times.new_zeros(1), times])
+    return TrajectoryDataset(videos, times, data.indices, frame_rate(cfg), cfg.name, split)
+
+
+def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset | DigitsDataset | TrajectoryDataset:
+    """The videos (with captions and buckets for shapes and digits) of one split: "train", "test" or
+    "heldout" for shapes and digits; "train" or "test" for the physics kinds."""
     from tempoflow.data.shapes import make_shapes
 
     _check(cfg)
+    if cfg.name in PHYSICS_KINDS:
+        return load_physics(cfg, split)
+    if cfg.name == "digits":
+        from tempoflow.data.digits import make_digits
+
+        try:
+            return make_digits(cfg.digits, split)
+        except ValueError as err:
+            raise ConfigError(f"data.digits: {err}") from err
     try:
         return make_shapes(cfg.shapes, split)
     except ValueError as err:
@@ -32,5 +129,18 @@ def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset:
 def video_shape(cfg: DataConfig) -> tuple[int, int, int, int]:
     """``(T, C, H, W)`` of the dataset's videos, known from the config alone."""
     _check(cfg)
-    s = cfg.shapes
+    if cfg.name in PHYSICS_KINDS:
+        p = cfg.physics
+        channels = 2 if cfg.name == "porous" and p.porous.with_pressure else 1
+        return p.n_times + int(p.include_initial), channels, p.size, p.size
+    s = cfg.digits if cfg.name == "digits" else cfg.shapes
     return s.num_frames, 3, s.resolution, s.resolution
+
+
+def frame_rate(cfg: DataConfig) -> float:
+    """Frames per second of the dataset's videos (frame k, 1-based, at t = k / fps seconds; physics data
+    with its initial state has that state as frame 0 at t = 0)."""
+    _check(cfg)
+    if cfg.name in PHYSICS_KINDS:
+        return cfg.physics.n_times / getattr(cfg.physics, cfg.name).t_end
+    return float(cfg.digits.fps if cfg.name == "digits" else cfg.shapes.fps)

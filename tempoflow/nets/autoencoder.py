@@ -11,7 +11,9 @@ from torch import Tensor, nn
 from tempoflow.config import AutoencoderConfig
 
 
-def _norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups of >= 4 channels: per-sample statistics, so results never depend
+    on the batch (codecs chunk batches freely)."""
     return nn.GroupNorm(min(32, channels // 4) or 1, channels, eps=1e-6)
 
 
@@ -21,8 +23,12 @@ class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         self.body = nn.Sequential(
-            _norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
-            _norm(c_out), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1),
+            group_norm(c_in),
+            nn.SiLU(),
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            group_norm(c_out),
+            nn.SiLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
         )
         self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
 
@@ -43,7 +49,7 @@ class Encoder(nn.Module):
             c = w
             if i < len(widths) - 1:
                 layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))  # downsample x2
-        layers += [ResBlock(c, c), _norm(c), nn.SiLU(), nn.Conv2d(c, 2 * cfg.z_channels, 3, padding=1)]
+        layers += [ResBlock(c, c), group_norm(c), nn.SiLU(), nn.Conv2d(c, 2 * cfg.z_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -64,7 +70,7 @@ class Decoder(nn.Module):
             c = w
             if i < len(widths) - 1:
                 layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)]
-        layers += [_norm(c), nn.SiLU(), nn.Conv2d(c, channels, 3, padding=1)]
+        layers += [group_norm(c), nn.SiLU(), nn.Conv2d(c, channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

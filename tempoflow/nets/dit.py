@@ -77,10 +77,11 @@ class DiT(nn.Module):
     attends to the null token alone.
     """
 
-    def __init__(self, cfg: DiTConfig, channels: int, text_dim: int):
+    def __init__(self, cfg: DiTConfig, channels: int, text_dim: int, out_channels: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.channels = channels
+        self.out_channels = out_channels or channels  # VLFM's data prediction outputs (x̂, dx̂/dt)
         pt, p, d = cfg.patch_t, cfg.patch_hw, cfg.dim
         self.patch = nn.Conv3d(channels, d, kernel_size=(pt, p, p), stride=(pt, p, p))
         self.t_embed = TimestepEmbedder(d)
@@ -94,7 +95,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio, context_dim) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.final = nn.Linear(d, pt * p * p * channels)
+        self.final = nn.Linear(d, pt * p * p * self.out_channels)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -147,7 +148,7 @@ class DiT(nn.Module):
             ``(B, T, C, H, W)``.
         """
         self.check_input(x)
-        B, T, C, H, W = x.shape
+        B, T, _, H, W = x.shape
         pt, p = self.cfg.patch_t, self.cfg.patch_hw
         grid = (T // pt, H // p, W // p)
         h = self.patch(rearrange(x, "b t c h w -> b c t h w"))  # (B, D, T', H', W')
@@ -179,8 +180,8 @@ class DiT(nn.Module):
         return rearrange(
             h,
             "b (t h w) (pt ph pw c) -> b (t pt) c (h ph) (w pw)",
-            t=grid[0], h=grid[1], w=grid[2], pt=pt, ph=p, pw=p, c=C,
-        )  # (B, T, C, H, W)
+            t=grid[0], h=grid[1], w=grid[2], pt=pt, ph=p, pw=p, c=self.out_channels,
+        )  # (B, T, C_out, H, W)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -14,6 +14,7 @@ STYLE = (
     "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
     "figure{display:inline-block;margin:6px;text-align:center}"
     "img{image-rendering:pixelated;height:128px;border:1px solid #888}"
+    "img.plot{image-rendering:auto;height:auto;max-width:100%}"
     "figcaption{font-size:12px;max-width:200px}"
 )
 
@@ -65,6 +66,49 @@ def svg_curves(
     return "".join(parts)
 
 
+def svg_histograms(
+    samples: dict[str, list[float]], bins: int = 20, width: int = 560, height: int = 240, x_label: str = "value",
+) -> str:
+    """Inline SVG of overlaid histograms (outlines of the densities) of named 1-D samples on shared bins,
+    e.g. a quantity of interest of generated vs true trajectories. Non-finite values are left out."""
+    samples = {k: [v for v in vs if math.isfinite(v)] for k, vs in samples.items()}
+    samples = {k: vs for k, vs in samples.items() if vs}
+    if not samples:
+        return "<p>(no finite values to histogram)</p>"
+    everything = [v for vs in samples.values() for v in vs]
+    lo, hi = min(everything), max(everything)
+    if hi <= lo:  # one value: a bin of unit width around it
+        lo, hi = lo - 0.5, hi + 0.5
+    step = (hi - lo) / bins
+    densities = {}
+    for name, vs in samples.items():
+        counts = [0] * bins
+        for v in vs:
+            counts[min(int((v - lo) / step), bins - 1)] += 1
+        densities[name] = [c / (len(vs) * step) for c in counts]
+    top = max(max(d) for d in densities.values())
+    pad = 40
+    sx, sy = (width - 2 * pad) / (hi - lo), (height - 2 * pad) / top
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" class="histogram">',
+             '<rect width="100%" height="100%" fill="#fff" stroke="#ccc"/>']
+    for i, (name, dens) in enumerate(densities.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        pts = [(lo, 0.0)]
+        for b, d in enumerate(dens):  # the outline of the bars: up, across, down at every bin
+            pts += [(lo + b * step, d), (lo + (b + 1) * step, d)]
+        pts.append((hi, 0.0))
+        coords = " ".join(f"{pad + (x - lo) * sx:.1f},{height - pad - y * sy:.1f}" for x, y in pts)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>')
+        parts.append(f'<text x="{width - pad - 150}" y="{pad + 14 * i}" font-size="11" fill="{colour}">'
+                     f"{html.escape(name)} (n={len(samples[name])})</text>")
+    parts += [
+        f'<text x="4" y="{pad - 8}" font-size="11">density {top:.4g}</text>',
+        f'<text x="{pad}" y="{height - 8}" font-size="11">{lo:.4g}</text>',
+        f'<text x="{width - pad - 90}" y="{height - 8}" font-size="11">{x_label} {hi:.4g}</text></svg>',
+    ]
+    return "".join(parts)
+
+
 def _table(rows: dict) -> str:
     cells = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows.items()
@@ -88,9 +132,11 @@ def write_report(
     loss_log: list[dict] | None = None,
     notes: str = "",
     curves: dict[str, tuple[str, dict[str, list[tuple[float, float]]]]] | None = None,
+    figures: dict[str, str] | None = None,
 ) -> Path:
     """Write ``path`` (HTML, no external files): metric table, embedded clips, training loss, and
-    extra ``curves``: ``{title: (x label, {series name: [(x, y), ...]})}``."""
+    extra ``curves``: ``{title: (x label, {series name: [(x, y), ...]})}`` and ready-made inline
+    ``figures`` (e.g. :func:`svg_histograms`): ``{title: svg}``."""
     path = Path(path)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -111,6 +157,8 @@ def write_report(
         parts.append("</div>")
     for name, (x_label, series) in (curves or {}).items():
         parts.append(f"<h2>{html.escape(name)}</h2>" + svg_curves(series, log_y=False, x_label=x_label))
+    for name, svg in (figures or {}).items():
+        parts.append(f"<h2>{html.escape(name)}</h2>{svg}")
     if loss_log:
         parts.append("<h2>Training loss</h2>")
         parts.append(svg_curves({"loss": [(r["step"], r["loss"]) for r in loss_log if "loss" in r]}))
@@ -121,8 +169,10 @@ def write_report(
 
 
 def _img(cell: VideoCell) -> str:
-    data = base64.b64encode(Path(cell.gif).read_bytes()).decode()
-    return (f"<figure><img alt='{html.escape(cell.label)}' src='data:image/gif;base64,{data}'>"
+    path = Path(cell.gif)
+    data = base64.b64encode(path.read_bytes()).decode()
+    mime, cls = ("image/png", " class='plot'") if path.suffix.lower() == ".png" else ("image/gif", "")
+    return (f"<figure><img{cls} alt='{html.escape(cell.label)}' src='data:{mime};base64,{data}'>"
             f"<figcaption>{html.escape(cell.label)}</figcaption></figure>")
 
 

@@ -265,6 +265,62 @@ class SentenceTransformerEncoder(TextEncoder):
         ]
 
 
+class CLIPTextEncoder(TextEncoder):
+    """CLIP's text transformer through ``transformers`` (``CLIPTextModelWithProjection``): the text encoder
+    of seed 002 (ViT-B/32, ``openai/clip-vit-base-patch32``, 512-d) from a local folder or a hub id.
+
+    Pooled is CLIP's text embedding (the projected end-of-text state, ``text_embeds``); tokens are the
+    last hidden states through the same projection, so both have the projection width ``dim``. With a
+    disk ``cache`` that already holds every caption asked for, the model is never loaded.
+    """
+
+    name = "clip"
+
+    def __init__(self, path: str, max_tokens: int = 32, device: str = "cpu", cache: str | Path = ""):
+        super().__init__(max_tokens, cache)
+        if not path:
+            raise ConfigError(
+                "text.encoder=clip needs text.path: a local CLIP folder or a hub id "
+                "(the paper's is openai/clip-vit-base-patch32)"
+            )
+        self.path, self.device, self.model = path, device, None
+        self.load_cache()
+        if self._cache:
+            self.dim = next(iter(self._cache.values()))[1].shape[0]
+        else:
+            self._load()
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}:{self.path}:max_tokens={self.max_tokens}"
+
+    def _load(self) -> None:
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+        if self.path.startswith((".", "/")) and not Path(self.path).exists():
+            raise ConfigError(f"text model path not found: {self.path}")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.model = CLIPTextModelWithProjection.from_pretrained(self.path).to(self.device).eval()
+        except Exception as err:  # many failure types: missing files, offline hub, bad config
+            raise ConfigError(f"could not load CLIP text model from {self.path!r}: {err}") from err
+        self.dim = int(self.model.config.projection_dim)
+
+    @torch.no_grad()
+    def _encode_many(self, captions: list[str]) -> list[tuple[Tensor, Tensor]]:
+        if self.model is None:
+            self._load()
+        batch = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self.device)
+        out = self.model(**batch)
+        tokens = self.model.text_projection(out.last_hidden_state)  # (B, L, dim)
+        mask = batch["attention_mask"].bool()
+        return [
+            (tokens[i][mask[i]].float().cpu(), out.text_embeds[i].float().cpu()) for i in range(len(captions))
+        ]
+
+
 def make_text_encoder(
     encoder: str, path: str = "", dim: int = 64, max_tokens: int = 32, cache: str = ""
 ) -> TextEncoder:
@@ -273,4 +329,6 @@ def make_text_encoder(
         return HashingEncoder(dim=dim, max_tokens=max_tokens, cache=cache)
     if encoder == "minilm":
         return SentenceTransformerEncoder(path=path, max_tokens=max_tokens, cache=cache)
-    raise ConfigError(f"unknown text.encoder '{encoder}' (valid: minilm, hashing)")
+    if encoder == "clip":
+        return CLIPTextEncoder(path=path, max_tokens=max_tokens, cache=cache)
+    raise ConfigError(f"unknown text.encoder '{encoder}' (valid: minilm, hashing, clip)")

@@ -61,9 +61,20 @@ class Checkpoint:
         return h.hexdigest()[:16]
 
 
-def _state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+# Sub-modules rebuilt from the config (a frozen codec loaded from its own run or a pretrained model):
+# never saved in a checkpoint and never averaged. A checkpoint records the codec's fingerprint instead.
+FROZEN_PREFIXES = ("codec.",)
+
+
+def learned_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` without the frozen, rebuilt-from-config entries (``FROZEN_PREFIXES``)."""
+    return {k: v for k, v in module.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
+
+
+def _state_dict(state: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # contiguous CPU copies: safetensors refuses shared or non-contiguous storage
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+    state = learned_state(state) if isinstance(state, nn.Module) else state
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
 def staging_dir(root: Path, step: int) -> Path:
@@ -72,7 +83,7 @@ def staging_dir(root: Path, step: int) -> Path:
 
 
 def commit_checkpoint(
-    root: Path, step: int, model: nn.Module, ema: nn.Module | None, config: dict, meta: dict
+    root: Path, step: int, model: nn.Module, ema: dict[str, torch.Tensor] | None, config: dict, meta: dict
 ) -> Path:
     """Add weights and config to the staging folder, rename it to ``root/step_XXXXXXXX``, and
     point ``root/latest`` at it. The resumable state (``state/``) is already in the staging folder.
@@ -155,6 +166,7 @@ def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Pat
         missing, unexpected = module.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shape mismatches
         raise CheckpointError(f"weights in {where} do not fit the model: {str(err).splitlines()[-1]}") from err
+    missing = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]  # rebuilt from the config
     if missing or unexpected:
         raise CheckpointError(
             f"weights in {where} do not match the model: missing {list(missing)[:3]}, "

@@ -58,6 +58,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
+    if getattr(method, "codec", None) is not None:  # the codec is rebuilt at load time: pin which one
+        meta["codec_fingerprint"] = method.codec.fingerprint()
     trainer = Trainer(method, tensors, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key)
     return trainer.fit(resume=resume, until=until)
 
@@ -85,4 +87,10 @@ def load_method(
         raise CheckpointError(f"checkpoint {ckpt.path} has an unreadable config: {err}") from err
     method = build_method(cfg, text)
     load_weights(method, ckpt.weights(ema=ema), ckpt.path)
+    pinned = ckpt.meta.get("codec_fingerprint")
+    if pinned is not None and method.codec.fingerprint() != pinned:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} was trained in another latent space: its codec '{method.codec.name}' "
+            "now loads different weights (was the codec's run retrained or moved?)"
+        )
     return method.to(pick_device(device)).eval(), cfg, ckpt

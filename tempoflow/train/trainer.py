@@ -8,7 +8,6 @@ of the checkpoint, so N steps straight and N/2 + resume + N/2 give identical wei
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import shutil
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from tempoflow.config import TrainConfig
 from tempoflow.errors import CheckpointError, TrainingError
 from tempoflow.methods.base import Method
-from tempoflow.train.checkpoint import LATEST, STATE, commit_checkpoint, staging_dir
+from tempoflow.train.checkpoint import LATEST, STATE, commit_checkpoint, learned_state, staging_dir
 
 
 @dataclass
@@ -39,22 +38,33 @@ class TrainResult:
 
 
 class EMA(nn.Module):
-    """Exponential moving average of a module's floating-point state: ``ema ← d·ema + (1−d)·θ``.
+    """Exponential moving average of a module's learned floating-point state: ``ema ← d·ema + (1−d)·θ``.
 
     A fused ``_foreach_lerp_`` per step; torch's ``AveragedModel`` checks a device counter on
-    every update, which would force a host sync each step on a GPU.
+    every update, which would force a host sync each step on a GPU. Frozen sub-modules rebuilt from
+    the config (the codec, ``FROZEN_PREFIXES``) are neither copied nor averaged.
     """
 
     def __init__(self, module: nn.Module, decay: float):
         super().__init__()
-        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        state = learned_state(module)
+        self.names = list(state)
+        for i, v in enumerate(state.values()):
+            self.register_buffer(f"v{i}", v.detach().clone())
         self.decay = decay
+
+    def averaged(self) -> dict[str, Tensor]:
+        """The averaged state under the module's own names."""
+        return {name: getattr(self, f"v{i}") for i, name in enumerate(self.names)}
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        ema = [v for v in self.module.state_dict().values() if v.dtype.is_floating_point]
-        cur = [v for v in module.state_dict().values() if v.dtype.is_floating_point]
-        torch._foreach_lerp_(ema, cur, 1.0 - self.decay)
+        current = learned_state(module)
+        pairs = [(v, current[k]) for k, v in self.averaged().items() if v.dtype.is_floating_point]
+        torch._foreach_lerp_([a for a, _ in pairs], [b for _, b in pairs], 1.0 - self.decay)
+        for k, v in self.averaged().items():  # integer buffers (counters) follow the model
+            if not v.dtype.is_floating_point:
+                v.copy_(current[k])
 
 
 class TrainState:
@@ -154,6 +164,9 @@ class Trainer:
     def batch(self) -> dict:
         idx = torch.randint(len(self.videos), (self.cfg.batch_size,), generator=self.state.batch_gen)
         batch = {self.key: self.videos[idx.to(self.videos.device)]}
+        # Row of each video in the training set (CPU): methods that key fixed per-sample values by
+        # (video, frame), such as lifting's labels, read it; the rest ignore it.
+        batch["index"] = idx
         if self.captions is not None:
             batch["caption"] = [self.captions[i] for i in idx.tolist()]  # CPU indices: no device sync
         return batch
@@ -170,7 +183,7 @@ class Trainer:
         final = self.ckpt_dir / f"step_{step:08d}"
         if self.accelerator.is_main_process:
             final = commit_checkpoint(
-                self.ckpt_dir, step, self.unwrapped, self.ema.module, self.config_dict, self.meta
+                self.ckpt_dir, step, self.unwrapped, self.ema.averaged(), self.config_dict, self.meta
             )
         self.accelerator.wait_for_everyone()
         return final

@@ -1,0 +1,357 @@
+"""Stochastic Lifting vs the ARDM baseline: seed 001's experiments (§3, Table 1, Figures 4–5) at a CPU budget.
+
+    OMP_NUM_THREADS=1 python benchmarks/lifting_experiments.py                  # the small CPU run (~20 min)
+    python benchmarks/lifting_experiments.py --size 64 --trajectories 1280 --times 64 --steps 350000 \\
+        --eval 512 --width 128 --device cuda                                      # towards the paper's size
+
+Four experiments, each trained with the real trainer (``tempoflow.train``) and scored with the functions
+``tempoflow eval`` uses (``tempoflow.evaluate_trajectories``):
+
+1. Table 1 — on wave and porous data: lifting (1 network call per frame) against ARDM sampled with
+   s = 2, 5, 10, 20, 40 Euler steps per frame: WCT (crossing-time W2, normalised time), WIM (time-averaged
+   mass W2) over the sampled trajectories, wall time per frame; the train-vs-test row is the floor that
+   finite sample sizes leave.
+2. Figure 4 left/middle — label dimension d: final training loss and WCT (first kind only).
+3. Figure 4 right — the direct jump x_0 → x_{T−1} without roll-out, against the roll-out's last frame:
+   final-frame mass W2 and the distance of each generated last frame to its nearest held-out last frame
+   (relative to that distance between held-out frames: about 1 for plausible frames, far above for noise).
+4. Figure 5 — a long video roll-out (500 frames, 16-frame training videos, BCE): mean intensity and object
+   pixel count per frame, plotted, to show that they stay bounded.
+
+Prints the tables with the hardware and writes ``results.json`` (and ``long_rollout.png``) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tempoflow.config import ExperimentConfig, load_config, to_dict
+from tempoflow.data import load_dataset
+from tempoflow.evaluate import hardware
+from tempoflow.evaluate_trajectories import timed_rollout, trajectory_scores
+from tempoflow.methods.lifting import StochasticLifting
+from tempoflow.methods.rollout import context_length, frame_times, initial_frames
+from tempoflow.metrics.qoi import mass, wasserstein_1d
+from tempoflow.report.html import read_log
+from tempoflow.train.checkpoint import read_checkpoint
+from tempoflow.train.run import load_method, train
+from tempoflow.train.trainer import Trainer
+
+ARDM_STEPS = (2, 5, 10, 20, 40)  # Table 1
+OBJECT_THRESHOLD = 0.25  # a shapes pixel belongs to an object when a channel exceeds this (background is 0)
+
+
+def experiment(args: argparse.Namespace, config: str, name: str, *overrides: str) -> ExperimentConfig:
+    """A config of this run: the file's settings with the budget's sizes, output in ``--out/name``."""
+    sizes = [
+        f"data.physics.size={args.size}",
+        f"data.physics.n_trajectories={args.trajectories}",
+        f"data.physics.n_times={args.times}",
+        "data.physics.test_fraction=0.5",  # many held-out simulations: the truth the W2s compare against
+        f"data.physics.cache_dir={args.out / 'data'}",
+        f"lifting.unet.base_width={args.width}",
+        f"lifting.unet.groups={max(1, args.width // 4)}",
+        f"lifting.unet.cond_dim={4 * args.width}",
+        f"train.steps={args.steps}",
+        f"train.batch_size={args.batch}",
+        f"train.lr={args.lr}",
+        f"train.checkpoint_every={args.steps}",
+        f"train.log_every={max(1, args.steps // 10)}",
+        f"device={args.device}",
+        f"out_dir={args.out / name}",
+    ]
+    return load_config(config, [*sizes, *overrides])
+
+
+def fresh_run(cfg: ExperimentConfig) -> None:
+    """Remove this script's own earlier run of the same name, so that ``train`` starts afresh."""
+    shutil.rmtree(cfg.out_dir, ignore_errors=True)
+
+
+def finished(run: Path, cfg: ExperimentConfig) -> bool:
+    """Whether ``run`` holds a finished training of exactly ``cfg``."""
+    if not (run / "checkpoints" / "latest").is_file():
+        return False
+    ckpt = read_checkpoint(run)
+    return ckpt.config == to_dict(cfg) and ckpt.step == cfg.train.steps
+
+
+def train_and_load(cfg: ExperimentConfig, reuse: bool = False):
+    """Train with ``tempoflow.train``; the EMA model back from its checkpoint and the final training loss.
+    With ``reuse``, a finished run of the same config in ``cfg.out_dir`` is loaded instead of retrained."""
+    run = Path(cfg.out_dir)
+    if reuse and finished(run, cfg):
+        method, _, _ = load_method(run, device=cfg.device)
+        return method, read_log(run / "log.jsonl")[-1]["loss"]
+    fresh_run(cfg)
+    result = train(cfg)
+    method, _, _ = load_method(result.checkpoint, device=cfg.device)
+    return method, result.last_loss
+
+
+def scores(method, cfg: ExperimentConfig, n: int, seed: int, next_frame=None) -> dict:
+    """Roll out ``n`` trajectories from the fixed initial state and score them against the test split."""
+    test = load_dataset(cfg.data, "test")
+    context = context_length(cfg)
+    run = timed_rollout(method, initial_frames(cfg, n), test.videos.shape[1] - context, seed, next_frame)
+    steps = run["frames"].shape[1] - context
+    times = frame_times(cfg, run["frames"].shape[1])
+    out = trajectory_scores(run["frames"], test.videos, times, cfg.data.name, context)
+    out.update(nfe_per_frame=run["nfe"] / steps, ms_per_frame=1e3 * run["seconds"] / steps)
+    return {**out, "frames": run["frames"]}
+
+
+def table1(args: argparse.Namespace, kind: str) -> tuple[list[dict], dict]:
+    """Lifting vs ARDM at every s on ``kind``; the rows and the lifting run (reused by the other studies)."""
+    rows = []
+    cfg = experiment(args, f"configs/{kind}_lifting.yaml", f"{kind}_lifting")
+    lifting, loss = train_and_load(cfg, args.reuse)
+    res = scores(lifting, cfg, args.eval, args.seed)
+    rows.append(
+        {"method": "lifting", "s": 1, "train_loss": loss, **{k: v for k, v in res.items() if k != "frames"}}
+    )
+    cfg_a = experiment(args, f"configs/{kind}_ardm.yaml", f"{kind}_ardm")
+    ardm, loss_a = train_and_load(cfg_a, args.reuse)
+    for s in args.ardm_steps:
+        res_a = scores(ardm, cfg_a, args.eval, args.seed, lambda w, g, s=s: ardm.next_frame(w, g, steps=s))
+        rows.append(
+            {
+                "method": "ardm",
+                "s": s,
+                "train_loss": loss_a,
+                **{k: v for k, v in res_a.items() if k != "frames"},
+            }
+        )
+    test, train_set = load_dataset(cfg.data, "test"), load_dataset(cfg.data, "train")
+    floor = trajectory_scores(train_set.videos, test.videos, test.times, kind, context_length(cfg))
+    rows.append({"method": "train vs test (floor)", "s": 0, **floor})
+    main_run = {"cfg": cfg, "method": lifting, "frames": res["frames"], "loss": loss, "wct": res.get("wct")}
+    return rows, {**main_run, "wim": res["wim"]}
+
+
+def label_sweep(args: argparse.Namespace, kind: str, main_run: dict) -> list[dict]:
+    """Final training loss and WCT against the label dimension d (the main run is d = 64)."""
+    rows = [
+        {
+            "d": main_run["cfg"].lifting.label_dim,
+            "train_loss": main_run["loss"],
+            "wct": main_run["wct"],
+            "wim": main_run["wim"],
+        }
+    ]
+    for d in args.label_dims:
+        cfg = experiment(
+            args, f"configs/{kind}_lifting.yaml", f"{kind}_lifting_d{d}", f"lifting.label_dim={d}"
+        )
+        method, loss = train_and_load(cfg, args.reuse)
+        res = scores(method, cfg, args.eval, args.seed)
+        rows.append({"d": d, "train_loss": loss, "wct": res.get("wct"), "wim": res["wim"]})
+    return sorted(rows, key=lambda r: r["d"])
+
+
+def nearest_distance(frames: Tensor, reference: Tensor, leave_one_out: bool = False) -> Tensor:
+    """``(N,)`` L2 distance of each frame ``(N, C, H, W)`` to its nearest frame of ``reference``."""
+    d = torch.cdist(frames.flatten(1)[None].double(), reference.flatten(1)[None].double())[0]  # (N, M)
+    if leave_one_out:
+        d.fill_diagonal_(float("inf"))
+    return d.min(1).values
+
+
+def direct_jump(args: argparse.Namespace, kind: str, main_run: dict) -> list[dict]:
+    """Lifting trained on x_0 → x_{T−1} alone (window 1), against the roll-out's last frame.
+
+    Scores of the generated last frames: mass W2 against the held-out last frames; the median distance to
+    the nearest held-out last frame, over the same distance between held-out frames (``nn_test_ratio``:
+    about 1 for plausible frames, far above for noise); and the same against the training last frames
+    (``nn_train_ratio``: near 0 for copies of training frames).
+    """
+    cfg = experiment(
+        args,
+        f"configs/{kind}_lifting.yaml",
+        f"{kind}_direct_jump",
+        "lifting.window=1",
+        "lifting.pairs_per_video=1",
+    )
+    train_set, test = load_dataset(cfg.data, "train"), load_dataset(cfg.data, "test")
+    jump = train_set.videos[:, [0, -1]]  # (M, 2, C, H, W): the initial state and the last frame only
+    run = Path(cfg.out_dir)
+    if args.reuse and finished(run, cfg):
+        jump_loss = read_log(run / "log.jsonl")[-1]["loss"]
+    else:
+        fresh_run(cfg)
+        _, C, H, W = jump.shape[1:]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            method = StochasticLifting(cfg, (2, C, H, W))
+        meta = {"method": "lifting", "video_shape": [2, C, H, W], "fps": train_set.fps}
+        jump_loss = (
+            Trainer(method, jump, None, cfg.train, run, to_dict(cfg), meta, cfg.device).fit().last_loss
+        )
+    method, _, _ = load_method(run, device=cfg.device)
+    direct = timed_rollout(method, initial_frames(cfg, args.eval), 1, args.seed)["frames"][:, -1]
+    test_last, train_last = test.videos[:, -1], train_set.videos[:, -1]
+    test_spread = nearest_distance(test_last, test_last, leave_one_out=True).median()
+    train_spread = nearest_distance(train_last, train_last, leave_one_out=True).median()
+    rows = []
+    for name, last, loss in (
+        ("direct jump x_0 -> x_T", direct, jump_loss),
+        ("roll-out (main lifting run)", main_run["frames"][:, -1], main_run["loss"]),
+    ):
+        rows.append(
+            {
+                "model": name,
+                "train_loss": loss,
+                "last_frame_mass_w2": float(
+                    wasserstein_1d(mass(last[:, None])[:, 0], mass(test_last[:, None])[:, 0])
+                ),
+                "nn_test_ratio": float(nearest_distance(last, test_last).median() / test_spread),
+                "nn_train_ratio": float(nearest_distance(last, train_last).median() / train_spread),
+            }
+        )
+    return rows
+
+
+def long_rollout(args: argparse.Namespace) -> dict:
+    """Figure 5: a 500-frame roll-out of a lifting model trained on 16-frame shapes videos (BCE)."""
+    cfg = experiment(
+        args,
+        "configs/shapes_lifting.yaml",
+        "shapes_lifting",
+        f"data.shapes.resolution={args.shapes_size}",
+        "data.shapes.videos_per_caption=2",
+    )
+    method, loss = train_and_load(cfg, args.reuse)
+    train_videos = load_dataset(cfg.data, "train").videos
+    run = timed_rollout(
+        method, initial_frames(cfg, args.long_samples), args.long_frames - cfg.lifting.window, args.seed
+    )
+    frames = run["frames"]  # (N, F, 3, H, W)
+
+    def stats(v: Tensor) -> tuple[Tensor, Tensor]:  # (N, F) mean intensity and object pixels per frame
+        return v.mean((2, 3, 4)), (v.amax(2) > OBJECT_THRESHOLD).float().sum((-2, -1))
+
+    intensity, pixels = stats(frames)
+    train_intensity, train_pixels = stats(train_videos)
+    out = {
+        "train_loss": loss,
+        "frames": frames.shape[1],
+        "ms_per_frame": 1e3 * run["seconds"] / (frames.shape[1] - cfg.lifting.window),
+        "intensity_range_rollout": [float(intensity.min()), float(intensity.max())],
+        "intensity_range_training": [float(train_intensity.min()), float(train_intensity.max())],
+        "object_pixels_range_rollout": [float(pixels.min()), float(pixels.max())],
+        "object_pixels_range_training": [float(train_pixels.min()), float(train_pixels.max())],
+        "intensity_last_100_mean": float(intensity[:, -100:].mean()),
+        "object_pixels_last_100_mean": float(pixels[:, -100:].mean()),
+        "finite": bool(torch.isfinite(frames).all()),
+    }
+    plot_long_rollout(intensity, pixels, train_intensity, train_pixels, args.out / "long_rollout.png")
+    return out
+
+
+def plot_long_rollout(
+    intensity: Tensor, pixels: Tensor, train_i: Tensor, train_p: Tensor, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, values, ref, label in (
+        (axes[0], intensity, train_i, "mean intensity"),
+        (axes[1], pixels, train_p, f"object pixels (> {OBJECT_THRESHOLD})"),
+    ):
+        ax.axhspan(float(ref.min()), float(ref.max()), color="0.85", label="training videos' range")
+        ax.plot(values.T.numpy(), lw=0.7)
+        ax.set_xlabel("frame")
+        ax.set_ylabel(label)
+    axes[0].legend(loc="upper right", fontsize=8)
+    fig.suptitle(
+        f"Lifting roll-out of {intensity.shape[1]} frames (trained on {train_i.shape[1]}-frame videos)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
+    print(f"\n{title}")
+    first = max(len(str(r.get(columns[0], ""))) for r in rows) + 1
+    print(" | ".join([f"{columns[0]:<{first}}", *(f"{c:>12}" for c in columns[1:])]))
+    for r in rows:
+        cells = [r.get(c, "") for c in columns[1:]]
+        values = [f"{v:>12.4g}" if isinstance(v, float) else f"{v!s:>12}" for v in cells]
+        print(" | ".join([f"{r.get(columns[0], '')!s:<{first}}", *values]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kinds", nargs="+", default=["wave", "porous"])
+    p.add_argument("--size", type=int, default=16, help="grid side of the physics data")
+    p.add_argument("--trajectories", type=int, default=80, help="simulated trajectories (half held out)")
+    p.add_argument("--times", type=int, default=12, help="stored times (plus the fixed initial state)")
+    p.add_argument("--width", type=int, default=16, help="UNet base width (2 levels)")
+    p.add_argument("--steps", type=int, default=800, help="training steps of every model")
+    p.add_argument("--batch", type=int, default=8, help="trajectories per batch (x lifting.pairs_per_video)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--eval", type=int, default=64, help="sampled trajectories per score")
+    p.add_argument("--ardm-steps", type=int, nargs="+", default=list(ARDM_STEPS))
+    p.add_argument("--label-dims", type=int, nargs="+", default=[1, 8], help="besides the configs' d = 64")
+    p.add_argument("--shapes-size", type=int, default=16)
+    p.add_argument("--long-frames", type=int, default=500)
+    p.add_argument("--long-samples", type=int, default=8)
+    p.add_argument("--skip", nargs="*", default=[], choices=["table1", "labels", "jump", "long"])
+    p.add_argument("--reuse", action="store_true", help="load finished runs of the same config from --out")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--seed", type=int, default=1234, help="sampling seed")
+    p.add_argument("--out", type=Path, default=Path("out/lifting_experiments"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results: dict = {
+        "hardware": hardware(),
+        "threads": args.threads,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    print(f"hardware: {results['hardware']}, {args.threads} thread(s)")
+    main_runs = {}
+    if "table1" not in args.skip:
+        for kind in args.kinds:
+            rows, main_runs[kind] = table1(args, kind)
+            results[f"table1_{kind}"] = rows
+            print_table(
+                f"Table 1 ({kind}, {args.size}x{args.size}, {args.eval} sampled trajectories)",
+                rows,
+                ["method", "s", "nfe_per_frame", "wct", "wim", "ms_per_frame", "train_loss"],
+            )
+    kind = args.kinds[0]
+    if kind in main_runs and "labels" not in args.skip:
+        results["label_sweep"] = label_sweep(args, kind, main_runs[kind])
+        print_table(f"Label dimension ({kind})", results["label_sweep"], ["d", "train_loss", "wct", "wim"])
+    if "jump" not in args.skip:
+        for k, run in main_runs.items():
+            results[f"direct_jump_{k}"] = direct_jump(args, k, run)
+            print_table(
+                f"Direct jump vs roll-out ({k}, last frame)",
+                results[f"direct_jump_{k}"],
+                ["model", "train_loss", "last_frame_mass_w2", "nn_test_ratio", "nn_train_ratio"],
+            )
+    if "long" not in args.skip:
+        results["long_rollout"] = long_rollout(args)
+        print("\nLong roll-out (shapes):", json.dumps(results["long_rollout"], indent=1))
+    results["seconds"] = time.perf_counter() - t0
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"\n{results['seconds'] / 60:.1f} min; wrote {args.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The latent space of a trained ``video_wae`` run: a VIDEO codec, one vector per fixed-length chunk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tempoflow.codecs.pixel import Codec
+from tempoflow.errors import ConfigError
+
+
+class VideoWAECodec(Codec):
+    """Encodes whole chunks of ``T_c`` frames (the clip length the video WAE trained on) to one latent
+    vector ``z_v ∈ R^{d_z}`` each (seed 002 appendix A), times ``scaling``.
+
+    Convention (DESIGN §1, ``(B, T', *latent_shape)``): a video of ``T = k T_c`` frames is cut into
+    ``k`` consecutive chunks and encodes to ``(B, k, d_z)``; ``latent_shape`` is ``(d_z,)``. For the
+    usual one-chunk clip that is ``(B, 1, d_z)``: take ``[:, 0]`` for the ``(B, d_z)`` vectors the
+    ``align`` method consumes. ``decode`` inverts it, ``(B, k, d_z) -> (B, k T_c, C, H, W)``.
+
+    ``scaling = 1 / latent_std`` comes from the checkpoint (the running std of the latents measured in
+    training), so latents have roughly unit variance. Chunks go through the networks ``chunk`` at a
+    time; the networks normalise per sample (GroupNorm), so the chunking does not change the result.
+    """
+
+    name = "video_wae"
+
+    def __init__(self, path: str | Path, chunk: int = 64):
+        super().__init__()
+        from tempoflow.train.run import load_method  # runs import methods, which import codecs
+
+        if not path:
+            raise ConfigError("codec video_wae needs the path of a trained video_wae run (codec_path)")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        wae, cfg, ckpt = load_method(path, device="cpu")
+        if cfg.method != "video_wae":
+            raise ConfigError(f"codec path {path} is a '{cfg.method}' run, not a video_wae")
+        self.wae = wae.requires_grad_(False).eval()
+        self.chunk = chunk
+        self.source = str(ckpt.path)
+        self.clip_frames = wae.video_shape[0]
+
+    @property
+    def scaling(self) -> float:
+        """1 / (the latent std measured while the video WAE trained)."""
+        return float(1.0 / self.wae.latent_std.clamp_min(1e-6))
+
+    def latent_shape(self, channels: int, height: int, width: int) -> tuple[int]:
+        return self.wae.latent_shape
+
+    def train(self, mode: bool = True) -> VideoWAECodec:
+        return super().train(False)  # frozen
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> Tensor:
+        """``(B, k T_c, C, H, W)`` in [0, 1] -> ``(B, k, d_z)``, unit variance."""
+        if video.ndim != 5 or video.shape[1] % self.clip_frames:
+            raise ValueError(
+                f"expected videos (B, T, C, H, W) with T a multiple of the codec's "
+                f"{self.clip_frames}-frame chunks, got shape {tuple(video.shape)}"
+            )
+        B, k = video.shape[0], video.shape[1] // self.clip_frames
+        clips = video.unflatten(1, (k, self.clip_frames)).flatten(0, 1)  # (B k, T_c, C, H, W)
+        z = torch.cat([self.wae.encode_videos(c) for c in clips.split(self.chunk)])  # (B k, d_z)
+        return (z / self.wae.latent_std.clamp_min(1e-6)).unflatten(0, (B, k))
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        """``(B, k, d_z)`` -> ``(B, k T_c, C, H, W)`` in [0, 1]."""
+        if latents.ndim != 3:
+            raise ValueError(f"expected latents (B, k, d_z), got shape {tuple(latents.shape)}")
+        B, k = latents.shape[:2]
+        z = latents.flatten(0, 1) * self.wae.latent_std.clamp_min(1e-6)  # (B k, d_z)
+        clips = torch.cat([self.wae.decode_videos(c) for c in z.split(self.chunk)])  # (B k, T_c, C, H, W)
+        return clips.unflatten(0, (B, k)).flatten(1, 2)

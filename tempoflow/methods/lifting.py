@@ -1,0 +1,159 @@
+"""Stochastic Lifting: one network call per frame (seed 001 §2, Algorithms 1–2, appendices E–F; DESIGN §5).
+
+Algorithm 1 (training): every training pair ``(x_{j−m} .. x_{j−1}) → x_j`` of trajectory ``i`` carries a
+label ``ξ_{i,j} ~ N(0, I_d)`` drawn ONCE — here derived from ``(label_seed, i, j)`` by a counter-based
+generator, so it is never stored and never redrawn (fresh labels every epoch would teach the conditional
+mean, §2.4)::
+
+    ξ_{i,j} = HashedNormal(label_seed, i, j)
+    loss = ‖F_θ(x_{j−m..j−1}, ξ_{i,j}) − x_j‖²               (eq. 6; physics, fields unclamped)
+         = BCE(F_θ(x_{j−m..j−1}, ξ_{i,j}), x_j)             (appendix F; logits, video in [0, 1])
+
+Algorithm 2 (inference), one network call per frame, batched over samples::
+
+    ξ̃ ~ N(0, I_d);   x̃_j = F_θ(x̃_{j−m..j−1}, ξ̃)           (sigmoid of the logits for bce)
+
+``F_θ`` is the FiLM UNet of ``tempoflow.nets.unet`` (appendix E): history frames stacked on channels, the
+label through a 2-layer MLP in place of the diffusion-time embedding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tempoflow.config import ExperimentConfig
+from tempoflow.errors import ConfigError
+from tempoflow.methods.base import randn
+from tempoflow.methods.rollout import NextFrameMethod, Step, is_video, training_pairs
+from tempoflow.nets.unet import UNet
+from tempoflow.text import TextEncoder
+
+# SplitMix64 (Steele, Lea & Flood 2014): the golden-ratio increment and the two multipliers of its
+# output function, a bijective 64-bit mixer. All arithmetic is modulo 2^64 on uint64 arrays.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_MANTISSA = 53  # bits of a float64 uniform
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on a uint64 array."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return z ^ (z >> np.uint64(31))
+
+
+def _as_uint64(x: Tensor | int) -> np.ndarray:
+    """Integers as uint64 (negative ones wrap, two's complement)."""
+    return np.asarray(torch.as_tensor(x).cpu().numpy(), dtype=np.int64).astype(np.uint64)
+
+
+def pair_labels(seed: int, index: Tensor, frame: Tensor, dim: int) -> Tensor:
+    """The fixed labels ``ξ ~ N(0, I_d)`` of training pairs, a pure function of ``(seed, index, frame)``.
+
+    A counter-based generator: the key ``h = mix(mix(mix(seed + G) + i + G) + j + G)`` seeds a SplitMix64
+    stream whose ``2d`` words give ``d`` normals by Box–Muller. No state, no storage: the same pair gets the
+    same label in every batch, step, resumed run and on every device, and different pairs are independent.
+
+    Args:
+        seed: ``lifting.label_seed``.
+        index: ``(N,)`` integer trajectory of each pair (its row in the training set).
+        frame: ``(N,)`` integer target frame ``j`` of each pair.
+        dim: ``d``.
+
+    Returns:
+        ``(N, d)`` float32 on the CPU.
+    """
+    if index.shape != frame.shape or index.dim() != 1:
+        raise ValueError(
+            f"index and frame must be (N,) alike, got {tuple(index.shape)} and {tuple(frame.shape)}"
+        )
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    with np.errstate(over="ignore"):
+        key = _mix64(np.full(index.shape, _as_uint64(seed), dtype=np.uint64) + _GOLDEN)  # (N,)
+        key = _mix64(key + _as_uint64(index) + _GOLDEN)
+        key = _mix64(key + _as_uint64(frame) + _GOLDEN)
+        counters = np.arange(1, 2 * dim + 1, dtype=np.uint64) * _GOLDEN  # (2d,) SplitMix64 states
+        words = _mix64(key[:, None] + counters[None, :])  # (N, 2d)
+    # Top 53 bits, centred in their cell: uniforms strictly inside (0, 1), so the log is finite.
+    u = ((words >> np.uint64(64 - _MANTISSA)).astype(np.float64) + 0.5) * 2.0**-_MANTISSA  # (N, 2d)
+    u_1, u_2 = u[:, :dim], u[:, dim:]
+    normal = np.sqrt(-2.0 * np.log(u_1)) * np.cos(2.0 * math.pi * u_2)  # Box–Muller, (N, d)
+    return torch.from_numpy(normal).float()
+
+
+def resolve_loss(cfg: ExperimentConfig) -> str:
+    """``lifting.loss``, with "auto" read as "bce" for videos in [0, 1] and "l2" for physics fields."""
+    if cfg.lifting.loss != "auto":
+        return cfg.lifting.loss
+    return "bce" if is_video(cfg) else "l2"
+
+
+class StochasticLifting(NextFrameMethod):
+    """``F_θ(x_{j−m..j−1}, ξ) → x_j`` with fixed per-pair labels (seed 001).
+
+    Args:
+        cfg: the experiment config (``lifting`` section; ``data`` for the loss and the initial frames).
+        video_shape: ``(T, C, H, W)`` of the training trajectories.
+        text: unused (the data are unconditional); accepted for the method contract.
+    """
+
+    name = "lifting"
+
+    def __init__(
+        self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder | None = None
+    ):
+        super().__init__(cfg, video_shape)
+        lc = cfg.lifting
+        self.label_dim, self.label_seed = lc.label_dim, lc.label_seed
+        self.loss_kind = resolve_loss(cfg)
+        if lc.residual and self.loss_kind != "l2":
+            raise ConfigError(
+                f"lifting.residual needs the l2 loss, got {self.loss_kind} (lifting.loss={lc.loss!r})"
+            )
+        self.residual = lc.residual
+        self.net = UNet(lc.unet, self.window * self.channels, self.channels, label_dim=lc.label_dim)
+
+    def predict(self, window: Tensor, label: Tensor) -> Tensor:
+        """The raw network output turned into a frame: sigmoid of logits (bce), plus the last frame
+        (residual), clamped to [0, 1] for video.
+
+        Args:
+            window: ``(N, m·C, H, W)``.
+            label: ``(N, d)``.
+
+        Returns:
+            ``(N, C, H, W)``.
+        """
+        out = self.net(window, label=label)  # (N, C, H, W)
+        if self.loss_kind == "bce":
+            return torch.sigmoid(out)
+        if self.residual:
+            out = out + window[:, -self.channels :]  # x_{j−1} + R(x, ξ)
+        return out.clamp(0.0, 1.0) if self.clamp else out
+
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Algorithm 1, one step. batch: ``video`` ``(B, T, C, H, W)`` and ``index`` ``(B,)`` (training rows)."""
+        pairs = training_pairs(
+            batch["video"], batch["index"], self.window, self.cfg.lifting.pairs_per_video, generator
+        )
+        # ξ of each pair: a function of (label_seed, trajectory, frame), never drawn from the generator.
+        label = pair_labels(self.label_seed, pairs.index, pairs.frame, self.label_dim)  # (N, d)
+        out = self.net(pairs.window, label=label.to(pairs.window.device))  # (N, C, H, W)
+        if self.loss_kind == "bce":
+            loss = F.binary_cross_entropy_with_logits(out.float(), pairs.target.float())
+        else:
+            target = pairs.target - pairs.previous if self.residual else pairs.target
+            loss = (out.float() - target.float()).square().mean()
+        return {"loss": loss}
+
+    def next_frame(self, window: Tensor, generator: torch.Generator | None = None) -> Step:
+        """Algorithm 2, one frame: a fresh label per sample, one network call. ``window`` ``(N, m·C, H, W)``."""
+        label = randn((window.shape[0], self.label_dim), generator, window)  # (N, d)
+        return Step(self.predict(window, label), 1)

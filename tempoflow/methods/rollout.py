@@ -1,0 +1,263 @@
+"""Next-frame models: the training pairs and the autoregressive roll-out shared by ``lifting`` and ``ardm``.
+
+Seed 001 (Stochastic Lifting), §2 and Algorithm 2; DESIGN §5. Both methods learn a map from the last
+``m`` frames (the Markov window, stacked on channels) to the next frame, and generate a trajectory by
+feeding each new frame back::
+
+    X ← [x_0 .. x_{k−1}]                       k given frames (the window is padded by repeating x_0)
+    for j = k .. k + steps − 1:
+        X[j] ← next_frame(X[j−m .. j−1])       one network call (lifting) or one ODE solve (ardm)
+
+A training pair is ``(x_{j−m} .. x_{j−1}) → x_j`` for a target frame ``j ∈ {1, .., T−1}``; window frames
+before the start of the trajectory repeat frame 0, so a roll-out may start from the single fixed initial
+state of the physics data (Algorithm 2 starts from ``x̃_0``) whatever ``m`` is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from einops import rearrange
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tempoflow.config import ExperimentConfig
+from tempoflow.data import PHYSICS_KINDS, frame_rate, load_dataset
+from tempoflow.errors import ConfigError
+from tempoflow.methods.base import Method, Samples
+
+
+class Step(NamedTuple):
+    """What a next-frame map returns: the frame ``(B, C, H, W)`` and the network calls it took."""
+
+    frame: Tensor
+    nfe: int
+
+
+NextFrame = Callable[[Tensor, "torch.Generator | None"], Step]
+
+
+@dataclass
+class Rollout:
+    """A generated batch of trajectories.
+
+    Attributes:
+        frames: ``(B·n, k + steps, C, H, W)``: the ``k`` given frames, then the generated ones.
+        nfe: network calls for the whole batch (one batched call = 1).
+    """
+
+    frames: Tensor
+    nfe: int
+
+
+@dataclass
+class TrainingPairs:
+    """Training pairs ``window → target`` cut out of whole trajectories.
+
+    Attributes:
+        window: ``(N, m·C, H, W)`` the ``m`` frames before the target, oldest first, stacked on channels.
+        target: ``(N, C, H, W)`` the frame to predict.
+        previous: ``(N, C, H, W)`` the last frame of the window.
+        index: ``(N,)`` long, CPU: the trajectory (row of the training set) of each pair.
+        frame: ``(N,)`` long, CPU: the target's frame index ``j`` (0-based, ``1 <= j <= T − 1``).
+    """
+
+    window: Tensor
+    target: Tensor
+    previous: Tensor
+    index: Tensor
+    frame: Tensor
+
+
+def stack_window(frames: Tensor) -> Tensor:
+    """``(B, m, C, H, W)`` -> ``(B, m·C, H, W)``, oldest frame in the first ``C`` channels."""
+    return rearrange(frames, "b m c h w -> b (m c) h w")
+
+
+def pad_window(frames: Tensor, window: int) -> Tensor:
+    """Repeat the first frame in front of ``frames`` ``(B, k, C, H, W)`` until there are ``window`` frames."""
+    missing = window - frames.shape[1]
+    if missing <= 0:
+        return frames
+    return torch.cat([frames[:, :1].expand(-1, missing, -1, -1, -1), frames], dim=1)
+
+
+def training_pairs(
+    videos: Tensor, index: Tensor, window: int, per_video: int, generator: torch.Generator | None
+) -> TrainingPairs:
+    """Draw ``per_video`` target frames ``j ~ U{1, .., T−1}`` per trajectory and cut out their windows.
+
+    Args:
+        videos: ``(B, T, C, H, W)`` whole trajectories, ``T >= 2``.
+        index: ``(B,)`` long, each trajectory's row in the training set.
+        window: ``m``.
+        per_video: pairs per trajectory.
+        generator: draws the target frames (the trainer's noise generator).
+
+    Returns:
+        :class:`TrainingPairs` of ``N = B · per_video`` pairs, trajectory-major.
+    """
+    B, T = videos.shape[:2]
+    if T < 2:
+        raise ValueError(f"training pairs need trajectories of >= 2 frames, got {tuple(videos.shape)}")
+    if index.shape != (B,):
+        raise ValueError(f"index must have shape ({B},), got {tuple(index.shape)}")
+    device = generator.device if generator is not None else videos.device
+    frame = torch.randint(1, T, (B * per_video,), generator=generator, device=device).cpu()  # (N,)
+    rows = torch.arange(B).repeat_interleave(per_video)  # (N,)
+    # Window frames j − m .. j − 1; indices before 0 repeat frame 0 (see the module docstring).
+    offsets = torch.arange(-window, 0)  # (m,)
+    taken = (frame[:, None] + offsets).clamp_min(0)  # (N, m)
+    rows_dev, taken_dev, frame_dev = rows.to(videos.device), taken.to(videos.device), frame.to(videos.device)
+    history = videos[rows_dev[:, None], taken_dev]  # (N, m, C, H, W)
+    return TrainingPairs(
+        window=stack_window(history),
+        target=videos[rows_dev, frame_dev],  # (N, C, H, W)
+        previous=history[:, -1],  # (N, C, H, W)
+        index=index.cpu()[rows],
+        frame=frame,
+    )
+
+
+def rollout(
+    next_frame: NextFrame,
+    initial_frames: Tensor,
+    window: int,
+    steps: int,
+    n_samples: int = 1,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Rollout:
+    """Seed 001 Algorithm 2: generate ``steps`` frames after ``initial_frames``, one ``next_frame`` per frame.
+
+    Args:
+        next_frame: ``(window (N, m·C, H, W), generator) -> Step`` with the frame ``(N, C, H, W)``.
+        initial_frames: ``(B, k, C, H, W)``, ``k >= 1`` given frames; fewer than ``m`` are padded in front
+            by repeating the first.
+        window: ``m``.
+        steps: frames to generate, ``>= 0``.
+        n_samples: trajectories per initial condition; all ``B·n`` go through each call as one batch.
+        generator: the noise of every call (labels or ODE initial states).
+        progress: a progress bar over frames.
+
+    Returns:
+        :class:`Rollout` with ``frames`` ``(B·n, k + steps, C, H, W)``, sample-major per initial condition.
+    """
+    if initial_frames.dim() != 5 or initial_frames.shape[1] < 1:
+        raise ValueError(f"initial_frames must be (B, k >= 1, C, H, W), got {tuple(initial_frames.shape)}")
+    if steps < 0 or n_samples < 1 or window < 1:
+        raise ValueError(f"need steps >= 0, n_samples >= 1, window >= 1; got {steps}, {n_samples}, {window}")
+    frames = initial_frames.repeat_interleave(n_samples, dim=0)  # (B n, k, C, H, W)
+    history = pad_window(frames, window)[:, -window:]  # (B n, m, C, H, W)
+    out, nfe = [frames], 0
+    for _ in tqdm(range(steps), desc="rollout", unit="frame", disable=not progress, leave=False):
+        step = next_frame(stack_window(history), generator)  # frame: (B n, C, H, W)
+        nfe += step.nfe
+        history = torch.cat([history[:, 1:], step.frame[:, None]], dim=1)  # (B n, m, C, H, W)
+        out.append(step.frame[:, None])
+    return Rollout(frames=torch.cat(out, dim=1), nfe=nfe)
+
+
+def is_video(cfg: ExperimentConfig) -> bool:
+    """Whether the data are videos in [0, 1] (shapes) rather than unclamped physics fields."""
+    return cfg.data.name not in PHYSICS_KINDS
+
+
+def context_length(cfg: ExperimentConfig) -> int:
+    """Given frames a roll-out starts from: the one fixed initial state of physics data stored as frame 0,
+    otherwise the first ``m`` frames of a video."""
+    if cfg.data.name in PHYSICS_KINDS and cfg.data.physics.include_initial:
+        return 1
+    return cfg.lifting.window
+
+
+def initial_frames(cfg: ExperimentConfig, n: int, split: str = "test") -> Tensor:
+    """The first :func:`context_length` frames of ``n`` trajectories of ``split`` (cycled when it holds
+    fewer): ``(n, k, C, H, W)``. For physics data they are all the fixed initial state."""
+    videos = load_dataset(cfg.data, split).videos
+    rows = torch.arange(n) % len(videos)
+    return videos[rows, : context_length(cfg)]
+
+
+def frame_times(cfg: ExperimentConfig, n: int) -> Tensor:
+    """``(n,)`` seconds of frames ``0..n−1``: ``j / fps`` when frame 0 is the physics initial state at
+    ``t = 0``, else ``(j + 1) / fps`` (video frame k, 1-based, at ``k / fps``; DESIGN §1)."""
+    start = 0 if cfg.data.name in PHYSICS_KINDS and cfg.data.physics.include_initial else 1
+    return (torch.arange(n, dtype=torch.float32) + start) / frame_rate(cfg.data)
+
+
+class NextFrameMethod(Method):
+    """Shared parts of ``lifting`` and ``ardm``: window, shapes, roll-out and ``sample``.
+
+    Subclasses set ``self.net`` and implement ``loss`` and ``next_frame(window, generator) -> Step``.
+
+    Args:
+        cfg: the experiment config (``lifting.window`` is used here).
+        video_shape: ``(T, C, H, W)`` of the training trajectories.
+    """
+
+    task = "trajectory"
+
+    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int]):
+        super().__init__()
+        self.cfg = cfg
+        self.window = cfg.lifting.window
+        self.num_frames, self.channels, self.height, self.width = video_shape
+        if self.num_frames < 2:
+            raise ConfigError(
+                f"{self.name} learns frame-to-frame maps: it needs >= 2 frames, got {self.num_frames}"
+            )
+        self.clamp = is_video(cfg)  # video frames stay in [0, 1] (DESIGN §1); physics fields are not clamped
+
+    def next_frame(self, window: Tensor, generator: torch.Generator | None = None) -> Step:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def rollout(
+        self, initial_frames: Tensor, steps: int, n_samples: int = 1, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``(B, k, C, H, W)`` given frames -> ``(B·n_samples, k + steps, C, H, W)`` (see :func:`rollout`)."""
+        return rollout(self.next_frame, initial_frames, self.window, steps, n_samples, generator).frames
+
+    @torch.no_grad()
+    def sample(
+        self,
+        captions: list[str] | None = None,
+        generator: torch.Generator | None = None,
+        num_samples: int | None = None,
+        num_frames: int | None = None,
+        initial: Tensor | None = None,
+        progress: bool = False,
+        next_frame: NextFrame | None = None,
+    ) -> Samples:
+        """Roll out ``num_samples`` trajectories of ``num_frames`` frames (given frames included).
+
+        Args:
+            captions: ignored but for their count (the default ``num_samples``): the data are unconditional.
+            generator: noise of the roll-out.
+            num_samples: trajectories; default ``len(captions)`` or 1.
+            num_frames: default the training length ``T``.
+            initial: ``(num_samples, k, C, H, W)`` given frames; default the test split's first frames
+                (:func:`initial_frames`; the fixed initial state for physics data).
+            progress: a progress bar over frames.
+            next_frame: the map to roll out; default ``self.next_frame``.
+
+        Returns:
+            :class:`Samples` with ``video`` ``(num_samples, num_frames, C, H, W)`` and frame ``times``.
+        """
+        n = num_samples or (len(captions) if captions else 1)
+        device = next(self.net.parameters()).device
+        if initial is None:
+            initial = initial_frames(self.cfg, n)
+        initial = initial.to(device)
+        num_frames = num_frames or self.num_frames
+        steps = num_frames - initial.shape[1]
+        if steps < 0:
+            raise ValueError(f"num_frames={num_frames} is fewer than the {initial.shape[1]} given frames")
+        out = rollout(next_frame or self.next_frame, initial, self.window, steps, 1, generator, progress)
+        return Samples(
+            video=out.frames, latents=out.frames, nfe=out.nfe, times=frame_times(self.cfg, num_frames)
+        )

@@ -1,0 +1,207 @@
+"""Video latent flow matching (VLFM paper §3; DESIGN §4): the flow's time is video time.
+
+Training (one step, per video of N latent frames u_1..u_N at ``fps``, duration T = N / fps seconds):
+    H = Proj_s(u_1..u_N)                       Legendre coefficients (d, s), HiPPO-LegS or lstsq
+    t ~ U[0, T];  z ~ N(0, I_d)
+    ψ_t = σ_t z + μ_t,   μ_t = (1 − e^{−αt}) Σ_n H_n g_n(t)
+    loss = ‖F_θ(ψ_t, c, t) − (σ'_t z + μ'_t)‖²          (caption dropped with prob. p, for guidance)
+Sampling: x(0) = z ~ N(0, I); integrate dx/dt = F_θ(x, c, t) once and read x at ANY requested times —
+another frame rate, between training frames, or past T (extrapolation) — then decode.
+``prediction="data"`` (ours): F_θ outputs (μ̄(t), μ̄'(t)/fps) and sampling steps the path exactly:
+    ẑ = (ψ_t − μ̂_t) / σ_t;   ψ_{t+h} = σ_{t+h} ẑ + (1 − e^{−α(t+h)}) (μ̄̂ + h μ̄̂')
+and a frame at time τ is the denoised μ̄̂(τ) of the step that contains τ (no extra network call).
+Ablation (paper Table 1): ``objective="direct"`` trains G_θ(c, t) → μ̄(t) by MSE on the same backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tempoflow.codecs import make_codec
+from tempoflow.config import ExperimentConfig
+from tempoflow.data import frame_rate
+from tempoflow.errors import ConfigError
+from tempoflow.flows.guidance import guided
+from tempoflow.flows.legendre import legs_projection, reconstruct, reconstruct_derivative
+from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
+from tempoflow.flows.video_path import VideoLatentPath
+from tempoflow.methods.base import Method, Samples, rand, randn
+from tempoflow.nets.dit import DiT
+from tempoflow.text import TextEncoder
+
+
+class VideoLatentFlow(Method):
+    """Caption-guided VLFM over one latent frame at a time.
+
+    Args:
+        cfg: the experiment config (``vlfm``, ``model``, ``sample`` sections are used).
+        video_shape: ``(N, C, H, W)`` of the training videos.
+        text: a frozen caption encoder.
+
+    The frame rate comes from the data config: frame k (1-based) is at t = k / fps seconds.
+    """
+
+    name = "vlfm"
+    continuous_time = True  # sample(..., times=...) at any seconds: evaluation scores in-between/extrapolated frames
+
+    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder):
+        super().__init__()
+        self.cfg, v = cfg, cfg.vlfm
+        self.text = text
+        self.codec = make_codec(v.codec, v.codec_path)
+        self.num_frames, channels, height, width = video_shape
+        if v.order > self.num_frames:
+            raise ConfigError(f"vlfm.order={v.order} needs at least as many frames per video, got {self.num_frames}")
+        self.fps = frame_rate(cfg.data)
+        self.duration = self.num_frames / self.fps  # T in seconds
+        self.latent_shape = self.codec.latent_shape(channels, height, width)
+        self.path = VideoLatentPath(schedule=v.schedule, sigma_min=v.sigma_min, alpha=v.alpha)
+        # F_θ sees one latent frame: a DiT over a one-frame clip (no temporal patching).
+        C = self.latent_shape[0]
+        out = 2 * C if v.prediction == "data" and v.objective == "flow" else C  # data: (μ̄, μ̄'/fps)
+        self.net = DiT(dataclasses.replace(cfg.model, patch_t=1), C, text.dim, out_channels=out)
+
+    @property
+    def frame_times(self) -> Tensor:
+        """``(N,)`` seconds of the training frames, ``k / fps``."""
+        return torch.arange(1, self.num_frames + 1, dtype=torch.float32) / self.fps
+
+    def encode_text(self, captions: list[str], device: torch.device) -> dict[str, Tensor]:
+        emb = self.text.lookup(captions, device)
+        return {"tokens": emb.tokens, "mask": emb.mask, "pooled": emb.pooled}
+
+    def project(self, latents: Tensor) -> Tensor:
+        """Latent videos ``(B, N, *latent_shape)`` → Legendre coefficients ``H`` ``(B, d, s)``."""
+        v = self.cfg.vlfm
+        return legs_projection(latents.flatten(2).float(), v.order, v.projection)
+
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """batch: ``video`` (B, N, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""
+        v = self.cfg.vlfm
+        if "latents" in batch:
+            latents = batch["latents"]  # (B, N, *latent)
+        else:
+            with torch.no_grad():
+                latents = self.codec.encode(batch["video"])  # (B, N, *latent)
+        N = latents.shape[1]
+        if N != self.num_frames:
+            raise ValueError(f"vlfm was built for {self.num_frames}-frame videos, got {N}")
+        H = self.project(latents).repeat_interleave(v.times_per_video, 0)  # (BK, d, s)
+        BK, d = H.shape[:2]
+        T = self.duration
+        t = rand((BK,), generator, H) * T  # (BK,) seconds
+        if v.objective == "direct":  # the projected trajectory from (c, t) alone: no noise, no state
+            x, target = torch.zeros_like(H[..., 0]), reconstruct(H, t[:, None], T)[:, 0]  # (BK, d)
+        elif v.prediction == "velocity":
+            ps = self.path.sample(H, randn((BK, d), generator, H), t, T, N)
+            x, target = ps.psi_t, ps.d_psi_t  # (BK, d) each
+        else:  # data: the clean trajectory and its change per frame at t
+            ps = self.path.sample(H, randn((BK, d), generator, H), t, T, N)
+            mean = reconstruct(H, t[:, None], T)[:, 0]  # (BK, d)
+            change = reconstruct_derivative(H, t[:, None], T)[:, 0] / self.fps  # (BK, d)
+            shape = (BK, *self.latent_shape)
+            x, target = ps.psi_t, torch.cat([mean.view(shape), change.view(shape)], 1).flatten(1)  # (BK, 2d)
+        captions = [c for c in batch["caption"] for _ in range(v.times_per_video)]
+        drop = rand((BK,), generator, H) < v.caption_dropout  # (BK,)
+        out = self.net(x.view(BK, 1, *self.latent_shape), t, drop=drop, **self.encode_text(captions, H.device))
+        return {"loss": (out.float().flatten(1) - target).square().mean()}
+
+    def check_times(self, times: Tensor | list[float] | None) -> Tensor:
+        """Requested output times (seconds), 1-D, positive, strictly increasing; default: the frame times."""
+        times = self.frame_times if times is None else torch.as_tensor(times, dtype=torch.float32).flatten()
+        if times.numel() == 0 or not torch.isfinite(times).all() or (times <= 0).any():
+            raise ValueError(f"sample times must be finite seconds > 0, got {times.tolist()}")
+        if times.numel() > 1 and (times.diff() <= 0).any():
+            raise ValueError("sample times must be strictly increasing")
+        return times
+
+    @torch.no_grad()
+    def sample(
+        self,
+        captions: list[str],
+        generator: torch.Generator | None = None,
+        times: Tensor | list[float] | None = None,
+        solver: str | None = None,
+        steps_per_frame: int | None = None,
+        guidance: float | None = None,
+        progress: bool = False,
+    ) -> Samples:
+        """One video per caption, its frames at ``times`` (seconds; default the training frame times).
+
+        One ODE solve from t = 0 serves every requested time (dense output between solver steps), so
+        frames at 48 fps cost no more network calls than the solver's steps. Returns
+        ``video (B, M, C, H, W)`` in [0, 1] and ``times (M,)``.
+        """
+        sc = self.cfg.sample
+        solver = solver or sc.solver
+        guidance = sc.guidance if guidance is None else guidance
+        steps_per_frame = steps_per_frame or self.cfg.vlfm.steps_per_frame
+        times = self.check_times(times)
+        param = next(self.net.parameters())
+        device, B = param.device, len(captions)
+        cond = self.encode_text(captions, device)
+        if self.cfg.vlfm.objective == "direct":  # G_θ(c, t): every frame in one batched call
+            M = times.numel()
+            cond = {k: val.repeat_interleave(M, 0) for k, val in cond.items()}  # (B M, ...)
+            x = torch.zeros(B * M, 1, *self.latent_shape, device=device)
+            latents = self.guided_net(cond, guidance)(x, times.to(device).repeat(B))
+            return Samples(video=self.codec.decode(latents.view(B, M, *self.latent_shape)),
+                           latents=latents.view(B, M, *self.latent_shape), nfe=1, times=times)
+        if self.cfg.vlfm.prediction == "data":
+            return self.sample_data(captions, cond, guidance, times, steps_per_frame, generator, progress)
+        velocity = self.guided_net(cond, guidance)
+        x_init = randn((B, 1, *self.latent_shape), generator, param.float())  # ψ_0 = z
+        t_eval = torch.cat([torch.zeros(1), times]).to(device)
+        step = 1.0 / (self.fps * steps_per_frame)  # σ_t re-noises once per frame interval
+        with tqdm(desc="sample", unit="nfe", disable=not progress, leave=False) as bar:
+
+            def counted(x: Tensor, t: Tensor) -> Tensor:
+                bar.update(1)
+                return velocity(x, t)
+
+            fixed = solver in FIXED_STEP_METHODS
+            sol = solve_ode(counted, x_init, t_eval, method=solver, step_size=step if fixed else None,
+                            atol=sc.atol, rtol=sc.rtol)
+        latents = sol.xs[1:, :, 0].transpose(0, 1)  # (B, M, *latent)
+        return Samples(video=self.codec.decode(latents), latents=latents, nfe=sol.nfe, times=times)
+
+    def sample_data(self, captions, cond, guidance: float, times: Tensor, steps_per_frame: int,
+                    generator: torch.Generator | None, progress: bool) -> Samples:
+        """Data prediction: exact steps of the path between network calls (module docstring)."""
+        param = next(self.net.parameters())
+        B, C, M = len(captions), self.latent_shape[0], times.numel()
+        net = self.guided_net(cond, guidance)
+        h = 1.0 / (self.fps * steps_per_frame)
+        n_steps = max(1, math.ceil(float(times[-1]) / h - 1e-6))
+        grid = torch.linspace(0.0, n_steps * h, n_steps + 1)  # (n + 1,) seconds
+        T, N, alpha = self.duration, self.num_frames, self.cfg.vlfm.alpha
+        sigma = self.path.sigma(grid, T, N).tolist()
+        step_of = torch.searchsorted(grid, times, right=True).clamp(1, n_steps) - 1  # step holding each time
+        psi = randn((B, 1, *self.latent_shape), generator, param.float())  # ψ_0 = z
+        frames = torch.zeros(B, M, *self.latent_shape, device=param.device)
+        for i in tqdm(range(n_steps), desc="sample", unit="nfe", disable=not progress, leave=False):
+            t = float(grid[i])
+            out = net(psi, torch.tensor(t, device=param.device)).float()  # (B, 1, 2C, h, w)
+            mean, change = out[:, :, :C], out[:, :, C:] * self.fps  # μ̄̂(t), μ̄̂'(t) per second
+            for j in (step_of == i).nonzero().flatten().tolist():  # frames read inside this step
+                frames[:, j] = (mean + (float(times[j]) - t) * change)[:, 0]
+            z_hat = (psi - (1 - math.exp(-alpha * t)) * mean) / sigma[i]
+            t_next = float(grid[i + 1])
+            psi = sigma[i + 1] * z_hat + (1 - math.exp(-alpha * t_next)) * (mean + h * change)
+        return Samples(video=self.codec.decode(frames), latents=frames, nfe=n_steps, times=times)
+
+    def guided_net(self, cond: dict[str, Tensor], guidance: float):
+        """``F(x, t)`` with classifier-free guidance for the ``B`` captions embedded in ``cond``."""
+        B = cond["pooled"].shape[0]
+
+        def model_fn(x: Tensor, t: Tensor, drop: Tensor) -> Tensor:
+            reps = x.shape[0] // B  # guidance doubles the batch
+            c = {k: val.repeat(reps, *([1] * (val.ndim - 1))) for k, val in cond.items()}
+            return self.net(x, t.expand(x.shape[0]) if t.ndim == 0 else t, drop=drop, **c)
+
+        return guided(model_fn, guidance)

@@ -1,0 +1,136 @@
+"""VLFM (DESIGN §4): the sampler against the path's closed form, dense output, and end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tempoflow.cli import main
+from tempoflow.config import load_config
+from tempoflow.errors import ConfigError
+from tempoflow.flows.legendre import legs_projection, reconstruct, reconstruct_derivative
+from tempoflow.train.run import build_method
+
+from .conftest import TINY
+
+VLFM = ["method=vlfm", "vlfm.order=3", "vlfm.steps_per_frame=4", "sample.guidance=1.0"]
+
+
+class OracleNet(nn.Module):
+    """Stands in for F_θ with the exact answer for ONE known video with coefficients H ``(1, d, s)``."""
+
+    def __init__(self, method, H: torch.Tensor):
+        super().__init__()
+        self.method, self.H = method, H
+        self.anchor = nn.Parameter(torch.zeros(()))  # so next(parameters()) works
+
+    def forward(self, x, t, drop=None, **cond):
+        m, T, N = self.method, self.method.duration, self.method.num_frames
+        B, shape = x.shape[0], x.shape[2:]
+        t = t.expand(B) if t.ndim == 0 else t
+        H = self.H.expand(B, -1, -1)
+        if m.cfg.vlfm.prediction == "data":
+            mean = reconstruct(H, t[:, None], T)[:, 0].view(B, *shape)
+            change = reconstruct_derivative(H, t[:, None], T)[:, 0].view(B, *shape) / m.fps
+            return torch.cat([mean, change], 1)[:, None]
+        # velocity: the conditional field that carries ψ_0 = z along σ_t z + μ_t (Theorem 3.1)
+        psi = x.flatten(1)
+        mu = m.path.mean(H, t[:, None], T)[:, 0]
+        d_mu = m.path.d_mean(H, t[:, None], T)[:, 0]
+        ratio = (m.path.d_sigma(t, T, N) / m.path.sigma(t, T, N))[:, None]
+        return (ratio * (psi - mu) + d_mu).view(B, 1, *shape)
+
+
+def _method_with_oracle(prediction: str, schedule: str, degree: int):
+    cfg = load_config(None, [*TINY, *VLFM, f"vlfm.prediction={prediction}", f"vlfm.schedule={schedule}"])
+    method = build_method(cfg)
+    d = int(torch.tensor(method.latent_shape).prod())
+    t = method.frame_times.double()
+    coeffs = torch.randn(degree + 1, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    frames = sum(c * (t[:, None] / method.duration) ** k for k, c in enumerate(coeffs))  # (N, d) polynomial
+    H = legs_projection(frames[None].float(), method.cfg.vlfm.order, "lstsq")  # (1, d, s)
+    method.net = OracleNet(method, H)
+    return method, H
+
+
+def test_data_prediction_sampler_steps_the_path_exactly():
+    """Reference: the closed-form mean μ̄(t) of the path. With an exact network and a trajectory linear
+    in t, the exact step ψ_{t+h} = σ_{t+h} ẑ + μ_{t+h} is exact, so frames read at ANY times equal μ̄."""
+    method, H = _method_with_oracle("data", "renoise", degree=1)
+    times = torch.tensor([0.05, 0.25, 0.3, 0.61, 1.0, 1.7])  # between frames and past T = 1 s
+    out = method.sample(["x"], generator=torch.Generator().manual_seed(1), times=times)
+    truth = reconstruct(H, times, method.duration)  # (1, M, d)
+    assert torch.allclose(out.latents.flatten(2), truth, atol=1e-4)
+
+
+@pytest.mark.parametrize("schedule", ["renoise", "decay"])
+def test_velocity_sampler_follows_the_conditional_path(schedule):
+    """Reference: ψ_t = σ_t z + μ_t in closed form (VideoLatentPath). Integrating the exact conditional
+    velocity from ψ_0 = z with RK4 must land on it at the frame times."""
+    method, H = _method_with_oracle("velocity", schedule, degree=2)
+    z = torch.randn((1, 1, *method.latent_shape), generator=torch.Generator().manual_seed(2))
+    out = method.sample(["x"], generator=torch.Generator().manual_seed(2), solver="rk4", steps_per_frame=64)
+    t = method.frame_times
+    d = H.shape[1]
+    expected = method.path.sigma(t, method.duration, method.num_frames)[:, None] * z.view(1, d) + \
+        method.path.mean(H, t, method.duration)[0]
+    assert torch.allclose(out.latents.flatten(2)[0], expected, atol=2e-3)
+
+
+def test_one_solve_serves_any_frame_rate():
+    """Dense output: 48 fps costs the same network calls as the training frame rate (Euler)."""
+    cfg = load_config(None, [*TINY, *VLFM])
+    method = build_method(cfg)
+    gen = torch.Generator().manual_seed(0)
+    slow = method.sample(["a red circle moves left"], generator=gen, solver="euler")
+    fast = method.sample(["a red circle moves left"], generator=gen, solver="euler",
+                         times=torch.arange(1, 25) / 48.0)  # the same 0.5 s at 48 fps
+    assert fast.video.shape[1] == 24 and slow.video.shape[1] == method.num_frames
+    # the training frames end at T = N / fps; the same span at 48 fps needs no extra step
+    assert fast.nfe == slow.nfe == method.num_frames * cfg.vlfm.steps_per_frame
+
+
+def test_bad_times_and_orders_are_refused():
+    method = build_method(load_config(None, [*TINY, *VLFM]))
+    with pytest.raises(ValueError, match="increasing"):
+        method.sample(["x"], times=[0.5, 0.25])
+    with pytest.raises(ValueError, match="> 0"):
+        method.sample(["x"], times=[0.0, 0.5])
+    with pytest.raises(ConfigError, match="vlfm.order=9"):
+        build_method(load_config(None, [*TINY, *VLFM, "vlfm.order=9"]))
+    with pytest.raises(ConfigError, match="vlfm.prediction"):
+        load_config(None, [*TINY, *VLFM, "vlfm.prediction=noise"])
+
+
+@pytest.mark.parametrize("variant", [["vlfm.prediction=data"], ["vlfm.objective=direct"], ["vlfm.projection=legs"]])
+def test_variants_train_and_sample(variant):
+    cfg = load_config(None, [*TINY, *VLFM, *variant])
+    method = build_method(cfg)
+    video = torch.rand(2, 4, 3, 16, 16)
+    loss = method.loss({"video": video, "caption": ["a red circle moves left"] * 2}, torch.Generator().manual_seed(0))
+    loss["loss"].backward()
+    assert torch.isfinite(loss["loss"])
+    out = method.sample(["a red circle moves left"], times=[0.1, 0.7, 1.3])
+    assert out.video.shape == (1, 3, 3, 16, 16) and out.times.tolist() == pytest.approx([0.1, 0.7, 1.3])
+
+
+def test_vlfm_end_to_end_through_the_cli(tmp_path):
+    run = tmp_path / "vlfm"
+    assert main(["train", "configs/shapes_vlfm.yaml", *TINY, *VLFM, "vlfm.prediction=data", f"out_dir={run}"]) == 0
+    video = tmp_path / "s.mp4"
+    assert main(["sample", str(run), "--prompt", "a red circle moves left", "--fps", "24", "--duration", "2",
+                 "--out", str(video), "--device", "cpu"]) == 0
+    from tempoflow.data.io import read_video
+
+    clip = read_video(video)
+    assert clip.frames.shape[0] == 48 and clip.fps == 24
+    ev = tmp_path / "ev"
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "eval.time_rate=2"]) == 0
+    m = json.loads((ev / "metrics.json").read_text())["metrics"]
+    for key in ("time_psnr_train_frames_db", "time_psnr_between_frames_db", "time_psnr_extrapolated_db",
+                "time_baseline_hold_last_psnr_extrapolated_db"):
+        assert key in m["train"]
+    assert m["time_grid_fps"] == 16 and "PSNR at any time" in (ev / "report.html").read_text()

@@ -244,7 +244,8 @@ def test_train_and_eval_end_to_end(tmp_path, wae_run, capsys):
     run = tmp_path / "align"
     args = [*TINY, f"align.video_path={wae_run}", f"out_dir={run}", "train.steps=2", "align.hidden=32"]
     assert main(["train", "configs/shapes_align.yaml", *args]) == 0
-    assert main(["eval", str(run), "--out", str(tmp_path / "eval")]) == 0
+    assert main(["eval", str(run), "--out", str(tmp_path / "eval"), "--config", "configs/eval_align.yaml",
+                 "eval.num_prompts=2"]) == 0
     record = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     metrics = record["metrics"]
     for split in ("align_train", "align_heldout"):

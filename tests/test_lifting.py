@@ -336,7 +336,7 @@ def test_train_eval_sample_through_the_cli(tmp_path, method, kind):
     config = {"lifting": "configs/sde_lifting.yaml", "ardm": "configs/wave_ardm.yaml"}[method]
     assert main(["train", config, *overrides, f"method={method}"]) == 0
     ev = tmp_path / "eval"
-    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu"]) == 0
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "configs/eval_trajectories.yaml"]) == 0
     record = json.loads((ev / "metrics.json").read_text())
     m = record["metrics"]
     assert m["trajectories"] == 4 and m["frames"] == 7 and m["given_frames"] == 1

@@ -128,7 +128,8 @@ def test_vlfm_end_to_end_through_the_cli(tmp_path):
     clip = read_video(video)
     assert clip.frames.shape[0] == 48 and clip.fps == 24
     ev = tmp_path / "ev"
-    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "eval.time_rate=2"]) == 0
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "configs/eval_vlfm.yaml",
+                 "eval.time_rate=2", "eval.time_extent=2", "eval.num_prompts=2", "sample.num_per_prompt=1"]) == 0
     m = json.loads((ev / "metrics.json").read_text())["metrics"]
     for key in ("time_psnr_train_frames_db", "time_psnr_between_frames_db", "time_psnr_extrapolated_db",
                 "time_baseline_hold_last_psnr_extrapolated_db"):

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from tempoflow.data.digits import DigitsConfig
+from tempoflow.data.folder import FolderConfig
 from tempoflow.data.physics.porous import PorousConfig
 from tempoflow.data.physics.sde import SDEConfig
 from tempoflow.data.physics.wave import WaveConfig
@@ -65,12 +66,14 @@ class PhysicsConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset to train on; ``name`` selects the sub-config that is used: "shapes" or "digits"
-    (captioned video), or a physics kind "wave", "porous", "sde" (``physics``)."""
+    (captioned video), "folder" (your videos: a folder or an Open-Sora-style CSV), or a physics kind
+    "wave", "porous", "sde" (``physics``)."""
 
     name: str = "shapes"
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     digits: DigitsConfig = field(default_factory=DigitsConfig)  # used when name is "digits"
+    folder: FolderConfig = field(default_factory=FolderConfig)  # used when name is "folder": your videos
     # Folder written by `tempoflow data encode`: train on its latents instead of encoding every batch.
     latent_cache: str = ""
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from tempoflow.data.shapes import ShapesDataset
 
 PHYSICS_KINDS = ("wave", "porous", "sde")  # data.name values served by tempoflow.data.physics
-DATASETS = ("shapes", "digits", *PHYSICS_KINDS)
+DATASETS = ("shapes", "digits", "folder", *PHYSICS_KINDS)
 PHYSICS_SPLITS = ("train", "test")
 
 
@@ -113,6 +113,12 @@ def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset | DigitsDataset |
     _check(cfg)
     if cfg.name in PHYSICS_KINDS:
         return load_physics(cfg, split)
+    if cfg.name == "folder":
+        from tempoflow.data.folder import make_folder
+
+        if not cfg.folder.path:
+            raise ConfigError("data.name=folder needs data.folder.path (a folder of videos or a CSV manifest)")
+        return make_folder(cfg.folder, split)
     if cfg.name == "digits":
         from tempoflow.data.digits import make_digits
 
@@ -133,7 +139,7 @@ def video_shape(cfg: DataConfig) -> tuple[int, int, int, int]:
         p = cfg.physics
         channels = 2 if cfg.name == "porous" and p.porous.with_pressure else 1
         return p.n_times + int(p.include_initial), channels, p.size, p.size
-    s = cfg.digits if cfg.name == "digits" else cfg.shapes
+    s = {"digits": cfg.digits, "folder": cfg.folder}.get(cfg.name, cfg.shapes)
     return s.num_frames, 3, s.resolution, s.resolution
 
 
@@ -143,4 +149,4 @@ def frame_rate(cfg: DataConfig) -> float:
     _check(cfg)
     if cfg.name in PHYSICS_KINDS:
         return cfg.physics.n_times / getattr(cfg.physics, cfg.name).t_end
-    return float(cfg.digits.fps if cfg.name == "digits" else cfg.shapes.fps)
+    return float({"digits": cfg.digits, "folder": cfg.folder}.get(cfg.name, cfg.shapes).fps)

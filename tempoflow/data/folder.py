@@ -1,0 +1,141 @@
+"""Your own videos: a folder of video files, or a CSV manifest in Open-Sora's columns.
+
+``data.name=folder`` with ``data.folder.path`` pointing at either
+
+- a CSV with columns ``path, text`` (``caption`` is accepted for ``text``; ``fps`` optional; the other
+  Open-Sora columns ``num_frames, height, width`` are ignored — they are read from the file), paths
+  relative to the CSV's folder; or
+- a folder: every video file in it (mp4, webm, mkv, mov, avi, gif), sorted by name, each captioned by
+  the ``.txt`` file of the same stem when there is one (else the empty caption: unconditional).
+
+Every video becomes one clip of ``num_frames`` frames at ``fps`` (frames resampled to ``k / fps``
+seconds from the file's own rate by nearest frame), centre-cropped to a square and resized to
+``resolution``. A file shorter than the clip, missing or corrupt is an error naming it. Videos with
+equal captions form a bucket; the split is by video, deterministic from ``seed``; there is no
+"heldout" split of unseen combinations (it is empty).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tempoflow.data.io import read_video
+from tempoflow.errors import DataError
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif")
+
+
+@dataclass(frozen=True)
+class FolderConfig:
+    """A folder or CSV of your videos (module docstring)."""
+
+    path: str = ""
+    num_frames: int = 8  # frames per clip
+    fps: float = 8.0  # clip frame rate: frame k (1-based) at k / fps seconds
+    resolution: int = 32  # square side after centre crop and resize
+    test_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1 or self.resolution < 4 or not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ValueError(f"need num_frames >= 1, resolution >= 4, fps > 0; got {self.num_frames}, "
+                             f"{self.resolution}, {self.fps}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+
+
+@dataclass
+class FolderDataset:
+    """Clips of your videos: ``videos (N, T, 3, H, W)`` in [0, 1], captions and buckets (as ShapesDataset)."""
+
+    videos: Tensor
+    captions: list[str]
+    bucket_ids: Tensor
+    fps: float
+    split: str
+    paths: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    @property
+    def times(self) -> Tensor:
+        return torch.arange(1, self.videos.shape[1] + 1, dtype=torch.float32) / self.fps
+
+    @property
+    def unique_captions(self) -> list[str]:
+        return list(dict.fromkeys(self.captions))
+
+    def buckets(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for i, caption in enumerate(self.captions):
+            out.setdefault(caption, []).append(i)
+        return out
+
+
+def list_videos(path: str | Path) -> list[tuple[Path, str, float | None]]:
+    """``(file, caption, fps or None)`` for every video of a folder or CSV manifest."""
+    path = Path(path)
+    if not str(path) or not path.exists():
+        raise DataError(f"data.folder.path not found: {path}")
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or "path" not in rows[0] or not ({"text", "caption"} & set(rows[0])):
+            raise DataError(f"{path}: a manifest needs the columns path and text (or caption)")
+        return [(path.parent / r["path"], (r.get("text") or r.get("caption") or "").strip(),
+                 float(r["fps"]) if r.get("fps") else None) for r in rows]
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise DataError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {path}")
+    return [(p, p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").is_file() else "", None)
+            for p in files]
+
+
+def clip(frames: Tensor, rate: float, cfg: FolderConfig, where: Path) -> Tensor:
+    """``(T_file, 3, H, W)`` at ``rate`` fps → ``(num_frames, 3, R, R)``: frames nearest to ``k / fps``."""
+    index = torch.round(torch.arange(1, cfg.num_frames + 1, dtype=torch.float64) * rate / cfg.fps).long() - 1
+    index = index.clamp_min(0)
+    if int(index[-1]) >= frames.shape[0]:
+        raise DataError(f"{where}: {frames.shape[0]} frames at {rate:g} fps are shorter than a clip of "
+                        f"{cfg.num_frames} frames at {cfg.fps:g} fps")
+    video = frames[index]  # (T, 3, H, W)
+    H, W = video.shape[-2:]
+    side = min(H, W)
+    top, left = (H - side) // 2, (W - side) // 2
+    video = video[..., top : top + side, left : left + side]  # centre crop to a square
+    if side != cfg.resolution:
+        video = F.interpolate(video, size=(cfg.resolution, cfg.resolution), mode="bilinear", antialias=True,
+                              align_corners=False).clamp(0, 1)
+    return video
+
+
+def make_folder(cfg: FolderConfig, split: str) -> FolderDataset:
+    """One split ("train", "test"; "heldout" is empty) of the videos at ``cfg.path``."""
+    if split not in ("train", "test", "heldout"):
+        raise ValueError(f"unknown split {split!r}; expected train, test or heldout")
+    entries = list_videos(cfg.path)
+    order = np.random.default_rng(cfg.seed).permutation(len(entries))
+    n_test = math.floor(cfg.test_fraction * len(entries))
+    chosen = {"test": order[:n_test], "train": order[n_test:], "heldout": order[:0]}[split]
+    chosen = sorted(int(i) for i in chosen)
+    videos, captions, paths = [], [], []
+    for i in chosen:
+        file, caption, fps = entries[i]
+        decoded = read_video(file, fps=fps)
+        videos.append(clip(decoded.frames, decoded.fps, cfg, file))
+        captions.append(caption)
+        paths.append(file)
+    R = cfg.resolution
+    stacked = torch.stack(videos) if videos else torch.zeros(0, cfg.num_frames, 3, R, R)
+    index = {c: b for b, c in enumerate(dict.fromkeys(captions))}
+    bucket_ids = torch.tensor([index[c] for c in captions], dtype=torch.long)
+    return FolderDataset(stacked, captions, bucket_ids, float(cfg.fps), split, paths)

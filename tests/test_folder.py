@@ -1,0 +1,71 @@
+"""Your own videos: a folder or an Open-Sora-style CSV into clips, and training on them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tempoflow.cli import main
+from tempoflow.data.folder import FolderConfig, make_folder
+from tempoflow.data.io import write_video
+from tempoflow.errors import DataError
+
+from .conftest import TINY
+
+
+def _ramp(frames: int, height: int = 24, width: int = 32, shift: float = 0.0) -> torch.Tensor:
+    """A video whose frame k is uniformly (k / frames + shift) mod 1: its frame index is readable."""
+    level = (torch.arange(frames) / frames + shift) % 1.0
+    return level.view(-1, 1, 1, 1).expand(frames, 3, height, width).clone()
+
+
+@pytest.fixture
+def videos(tmp_path):
+    folder = tmp_path / "clips"
+    for i in range(4):
+        write_video(folder / f"v{i}.mp4", _ramp(16, shift=0.0), fps=16.0)
+        (folder / f"v{i}.txt").write_text("a ramp" if i < 2 else "another ramp")
+    (folder / "notes.md").write_text("not a video")
+    return folder
+
+
+def test_folder_clips_resample_crop_and_caption(videos):
+    cfg = FolderConfig(path=str(videos), num_frames=4, fps=8.0, resolution=16, test_fraction=0.25)
+    train, test = make_folder(cfg, "train"), make_folder(cfg, "test")
+    assert len(train) == 3 and len(test) == 1 and len(make_folder(cfg, "heldout")) == 0
+    assert train.videos.shape == (3, 4, 3, 16, 16) and 0 <= train.videos.min() and train.videos.max() <= 1
+    # 8 fps from a 16 fps file: clip frame k (at k / 8 s) is file frame 2k, whose level is 2k / 16 (reference)
+    levels = train.videos[0].mean(dim=(1, 2, 3))
+    assert torch.allclose(levels, torch.tensor([2, 4, 6, 8]) / 16 - 1 / 16, atol=0.03)
+    assert set(train.captions + test.captions) == {"a ramp", "another ramp"}
+    assert sorted(len(v) for v in train.buckets().values()) in ([1, 2], [1, 1, 1])
+
+
+def test_csv_manifest_with_caption_column(tmp_path, videos):
+    csv = tmp_path / "manifest.csv"
+    csv.write_text("path,caption,fps\nclips/v0.mp4,first,16\nclips/v1.mp4,second,\n")
+    data = make_folder(FolderConfig(path=str(csv), num_frames=2, fps=16.0, resolution=8, test_fraction=0.0), "train")
+    assert data.captions == ["first", "second"] and data.videos.shape == (2, 2, 3, 8, 8)
+
+
+def test_bad_inputs_name_the_file(tmp_path, videos):
+    with pytest.raises(DataError, match="shorter than a clip"):
+        make_folder(FolderConfig(path=str(videos), num_frames=40, fps=8.0), "train")
+    (videos / "v9.mp4").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="v9.mp4"):
+        make_folder(FolderConfig(path=str(videos), num_frames=2, test_fraction=0.0), "train")
+    with pytest.raises(DataError, match="not found"):
+        make_folder(FolderConfig(path=str(tmp_path / "nowhere")), "train")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,words\nx.mp4,hi\n")
+    with pytest.raises(DataError, match="columns path and text"):
+        make_folder(FolderConfig(path=str(bad)), "train")
+
+
+def test_train_and_eval_a_flow_on_your_folder(tmp_path, videos):
+    run = tmp_path / "run"
+    data = ["data.name=folder", f"data.folder.path={videos}", "data.folder.num_frames=4", "data.folder.resolution=16",
+            "data.folder.test_fraction=0.25"]
+    assert main(["train", "configs/demo.yaml", *TINY, *data, f"out_dir={run}"]) == 0
+    assert main(["eval", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
+    assert main(["train", "configs/demo.yaml", *TINY, "data.name=folder", f"out_dir={tmp_path / 'x'}"]) == 2

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from tempoflow.config import ExperimentConfig, to_dict
-from tempoflow.data import load_dataset
+from tempoflow.data import is_field_data, load_dataset
 from tempoflow.data.io import write_video
 from tempoflow.data.shapes import parse_caption
 from tempoflow.evaluate_time import continuous_time_scores, time_grid
@@ -216,18 +216,26 @@ def evaluate_reconstruction(method: Method, cfg: ExperimentConfig, ckpt, out: Pa
     metrics: dict = {}
     cells = []
     fps = float(ckpt.meta.get("fps", 8.0))
-    for split in ("test", "heldout"):
+    fields = is_field_data(cfg.data)
+    for split in ("test",) if fields else ("test", "heldout"):
         data = load_dataset(cfg.data, split)
         if len(data) == 0:
             continue
         videos = data.videos
         recon = torch.cat([method.reconstruct(v.to(device)).float().cpu() for v in videos.split(64)])
+        # fields: PSNR/SSIM over the truth's own range (its max − min), as for any signal not in [0, 1]
+        data_range = float(videos.max() - videos.min()) if fields else 1.0
         metrics[split] = {
             "videos": len(data),
-            "psnr_db": float(psnr(recon, videos).mean()),
-            "ssim": float(ssim(recon, videos).mean()),
-            **{f"reconstruction_{k}": v for k, v in oracle_scores(recon, data.captions).items()},
+            "psnr_db": float(psnr(recon, videos, data_range).mean()),
+            "ssim": float(ssim(recon, videos, data_range).mean()),
+            "data_range": data_range,
         }
+        if data.captions is not None:
+            metrics[split].update({f"reconstruction_{k}": v for k, v in oracle_scores(recon, data.captions).items()})
+        if fields:  # shown as video: the truth's range mapped to [0, 1]
+            lo = float(videos.min())
+            videos, recon = (videos - lo) / data_range, ((recon - lo) / data_range).clamp(0, 1)
         pairs = torch.stack([videos[:4], recon[:4]], dim=1).flatten(0, 1)  # truth, reconstruction, ...
         path = write_video(out / "clips" / f"{split}.gif", upscale(tile(pairs, min(4, len(data)))), fps=fps)
         cells.append(VideoCell(f"[{split}] truth | reconstruction", path))

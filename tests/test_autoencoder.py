@@ -167,3 +167,21 @@ def test_checkpoints_leave_out_the_codec_and_pin_its_fingerprint(tmp_path, ae_ru
     train(load_config(None, [*TINY, *AE, f"out_dir={ae_run}", "train.seed=5"]))
     with pytest.raises(CheckpointError, match="another latent space"):
         load_method(run, device="cpu")
+
+
+def test_autoencoder_on_physics_fields_is_not_clamped(tmp_path):
+    """Signed fields pass through unclamped (DESIGN §1) and eval scores them over their own range."""
+    physics = ["data.name=sde", "data.physics.n_trajectories=4", "data.physics.size=16", "data.physics.n_times=4",
+               f"data.physics.cache_dir={tmp_path / 'cache'}", "data.physics.test_fraction=0.5"]
+    cfg = load_config(None, [*TINY, *AE, *physics, f"out_dir={tmp_path / 'ae'}"])
+    ae = build_method(cfg)
+    assert ae.fields
+    z = torch.randn(3, *ae.latent_shape)
+    with torch.no_grad():
+        assert torch.equal(ae.decode_frames(z), ae.decoder(z))  # no [0, 1] mapping, no clamp
+        ae.decoder.net[-1].bias.fill_(-5.0)
+        assert ae.decode_frames(z).max() < 0  # negative values survive
+    train(cfg)
+    assert main(["eval", str(tmp_path / "ae"), "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert set(m) == {"test"} and m["test"]["data_range"] > 0 and "reconstruction_caption_accuracy" not in m["test"]

@@ -49,6 +49,11 @@ class TrajectoryDataset:
         return self.videos.shape[0]
 
 
+def is_field_data(cfg: DataConfig) -> bool:
+    """Physics fields (signed, not clamped; DESIGN §1) rather than video in [0, 1]."""
+    return cfg.name in PHYSICS_KINDS
+
+
 def _check(cfg: DataConfig) -> None:
     if cfg.name not in DATASETS:
         raise ConfigError(f"unknown data.name '{cfg.name}' (valid: {', '.join(DATASETS)})")

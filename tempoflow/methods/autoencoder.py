@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from tempoflow.config import ExperimentConfig
+from tempoflow.data import is_field_data
 from tempoflow.errors import ConfigError
 from tempoflow.methods.base import Method, Samples, randn
 from tempoflow.nets.autoencoder import Decoder, Encoder
@@ -57,6 +58,9 @@ class FrameAutoencoder(Method):
         self.encoder = Encoder(c, channels)
         self.decoder = Decoder(c, channels)
         self.register_buffer("latent_std", torch.ones(()))  # running std of μ (for codec scaling)
+        # Physics fields (DESIGN §1) are O(1) and signed: they enter as they are and are never clamped;
+        # video in [0, 1] is mapped to [-1, 1] and back.
+        self.fields = is_field_data(cfg.data)
         # Discriminators exist only when used, so KL checkpoints keep their exact set of weights.
         self.frame_disc = None
         if c.disc_weight > 0:
@@ -75,15 +79,19 @@ class FrameAutoencoder(Method):
 
         A WAE's encoder is deterministic: its latent is the mean (its log-variance is not trained).
         """
-        return self.encoder(frames * 2 - 1)
+        return self.encoder(self.to_network(frames))
+
+    def to_network(self, frames: Tensor) -> Tensor:
+        return frames if self.fields else frames * 2 - 1
 
     def decode_frames(self, z: Tensor) -> Tensor:
-        """``(N, *latent_shape)`` -> ``(N, C, H, W)`` in [0, 1] (clamped)."""
-        return ((self.decoder(z) + 1) / 2).clamp(0, 1)
+        """``(N, *latent_shape)`` -> ``(N, C, H, W)`` in [0, 1] (clamped), or fields as they are."""
+        out = self.decoder(z)
+        return out if self.fields else ((out + 1) / 2).clamp(0, 1)
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         video = batch["video"]  # (B, T, C, H, W) in [0, 1]
-        x = video.flatten(0, 1) * 2 - 1  # (N, C, H, W) in [-1, 1]
+        x = self.to_network(video.flatten(0, 1))  # (N, C, H, W) in [-1, 1] (video) or fields
         mean, logvar = self.encoder(x)  # (N, z, h, w) each
         if self.cfg.regulariser == "kl":
             z = mean + (0.5 * logvar).exp() * randn(mean.shape, generator, mean)  # reparameterisation

@@ -31,7 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Shared with shapes so both data sets bounce, start and time their frames the same way.
-from tempoflow.data.shapes import CLEAR_FRAMES, NORMAL_SPEED, SPLITS, _fold, _frame_times, _start
+from tempoflow.data.shapes import (
+    CLEAR_FRAMES,
+    NORMAL_SPEED,
+    SPLITS,
+    CaptionedVideos,
+    _fold,
+    _frame_times,
+    _start,
+)
 
 __all__ = [
     "DIGITS",
@@ -274,7 +282,7 @@ def _sample_scene(
 
 
 @dataclass
-class DigitsDataset:
+class DigitsDataset(CaptionedVideos):
     """Rendered digit videos with their captions and the scenes that re-render them at any time.
 
     Attributes:
@@ -293,25 +301,6 @@ class DigitsDataset:
     fps: float
     split: str
 
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    @property
-    def times(self) -> Tensor:
-        """``(T,)`` float32 frame times ``k / fps`` in seconds, ``k = 1..T``."""
-        return _frame_times(self.videos.shape[1], self.fps)
-
-    @property
-    def unique_captions(self) -> list[str]:
-        """Captions of the buckets, in bucket-id order."""
-        return list(dict.fromkeys(self.captions))
-
-    def buckets(self) -> dict[str, list[int]]:
-        """Caption → indices of its videos in this split."""
-        out: dict[str, list[int]] = {}
-        for i, caption in enumerate(self.captions):
-            out.setdefault(caption, []).append(i)
-        return out
 
 
 def _bucket_instances(digit: int, cfg: DigitsConfig, caption_index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tempoflow.data.io import read_video
+from tempoflow.data.shapes import CaptionedVideos
 from tempoflow.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif")
@@ -53,7 +54,7 @@ class FolderConfig:
 
 
 @dataclass
-class FolderDataset:
+class FolderDataset(CaptionedVideos):
     """Clips of your videos: ``videos (N, T, 3, H, W)`` in [0, 1], captions and buckets (as ShapesDataset)."""
 
     videos: Tensor
@@ -62,23 +63,6 @@ class FolderDataset:
     fps: float
     split: str
     paths: list[Path]
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    @property
-    def times(self) -> Tensor:
-        return torch.arange(1, self.videos.shape[1] + 1, dtype=torch.float32) / self.fps
-
-    @property
-    def unique_captions(self) -> list[str]:
-        return list(dict.fromkeys(self.captions))
-
-    def buckets(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for i, caption in enumerate(self.captions):
-            out.setdefault(caption, []).append(i)
-        return out
 
 
 def list_videos(path: str | Path) -> list[tuple[Path, str, float | None]]:

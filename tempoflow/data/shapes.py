@@ -335,25 +335,13 @@ def _sample_scene(specs: tuple[ObjectSpec, ...], cfg: ShapesConfig, rng: np.rand
     return Scene(tuple(objects), L)
 
 
-@dataclass
-class ShapesDataset:
-    """Rendered videos with their captions and the scenes that re-render them at any time.
-
-    Attributes:
-        videos: ``(N, T, 3, H, W)`` float32 in [0, 1]; frame k (1-based) at ``t = k / fps``.
-        captions: ``N`` captions.
-        scenes: ``N`` scenes (ground truth at any time, see :func:`render_at`).
-        bucket_ids: ``(N,)`` long, index into :attr:`unique_captions`.
-        fps: frames per second.
-        split: "train", "test" or "heldout".
-    """
+class CaptionedVideos:
+    """What every captioned dataset offers on top of ``videos (N, T, C, H, W)``, ``captions`` and ``fps``:
+    frame times, buckets (the videos sharing a caption) and their captions."""
 
     videos: Tensor
     captions: list[str]
-    scenes: list[Scene]
-    bucket_ids: Tensor
     fps: float
-    split: str
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -374,6 +362,28 @@ class ShapesDataset:
         for i, caption in enumerate(self.captions):
             out.setdefault(caption, []).append(i)
         return out
+
+
+@dataclass
+class ShapesDataset(CaptionedVideos):
+    """Rendered videos with their captions and the scenes that re-render them at any time.
+
+    Attributes:
+        videos: ``(N, T, 3, H, W)`` float32 in [0, 1]; frame k (1-based) at ``t = k / fps``.
+        captions: ``N`` captions.
+        scenes: ``N`` scenes (ground truth at any time, see :func:`render_at`).
+        bucket_ids: ``(N,)`` long, index into :attr:`unique_captions`.
+        fps: frames per second.
+        split: "train", "test" or "heldout".
+    """
+
+    videos: Tensor
+    captions: list[str]
+    scenes: list[Scene]
+    bucket_ids: Tensor
+    fps: float
+    split: str
+
 
 
 def _frame_times(num_frames: int, fps: float) -> Tensor:

@@ -31,13 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Shared with shapes so both data sets bounce, start and time their frames the same way.
+from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of, frame_times
 from tempoflow.data.shapes import (
     CLEAR_FRAMES,
     NORMAL_SPEED,
     SPLITS,
-    CaptionedVideos,
     _fold,
-    _frame_times,
     _start,
 )
 
@@ -347,15 +346,13 @@ def make_digits(cfg: DigitsConfig, split: str) -> DigitsDataset:
         for j in videos:
             rng = np.random.default_rng([cfg.seed, i, j])
             scenes.append(_sample_scene(digit, direction, pool[j - first], cfg, rng))
-    times = _frame_times(cfg.num_frames, cfg.fps)
+    times = frame_times(cfg.num_frames, cfg.fps)
     starts = range(0, len(scenes), _RENDER_CHUNK)
     chunks = [render_digit_scenes(scenes[c : c + _RENDER_CHUNK], times) for c in starts]
     L = cfg.resolution
     videos = torch.cat(chunks) if chunks else torch.zeros(0, cfg.num_frames, 3, L, L)
     captions = [s.caption for s in scenes]
-    index = {c: b for b, c in enumerate(dict.fromkeys(captions))}
-    bucket_ids = torch.tensor([index[c] for c in captions], dtype=torch.long)
-    return DigitsDataset(videos, captions, scenes, bucket_ids, float(cfg.fps), split)
+    return DigitsDataset(videos, captions, scenes, bucket_ids_of(captions), float(cfg.fps), split)
 
 
 def render_at(dataset: DigitsDataset, index: int, times: Tensor) -> Tensor:

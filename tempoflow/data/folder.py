@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of
 from tempoflow.data.io import read_video
-from tempoflow.data.shapes import CaptionedVideos
 from tempoflow.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif")
@@ -120,6 +120,4 @@ def make_folder(cfg: FolderConfig, split: str) -> FolderDataset:
         paths.append(file)
     R = cfg.resolution
     stacked = torch.stack(videos) if videos else torch.zeros(0, cfg.num_frames, 3, R, R)
-    index = {c: b for b, c in enumerate(dict.fromkeys(captions))}
-    bucket_ids = torch.tensor([index[c] for c in captions], dtype=torch.long)
-    return FolderDataset(stacked, captions, bucket_ids, float(cfg.fps), split, paths)
+    return FolderDataset(stacked, captions, bucket_ids_of(captions), float(cfg.fps), split, paths)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of, frame_times
+
 PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (1.0, 0.0, 0.0),
     "green": (0.0, 1.0, 0.0),
@@ -335,35 +337,6 @@ def _sample_scene(specs: tuple[ObjectSpec, ...], cfg: ShapesConfig, rng: np.rand
     return Scene(tuple(objects), L)
 
 
-class CaptionedVideos:
-    """What every captioned dataset offers on top of ``videos (N, T, C, H, W)``, ``captions`` and ``fps``:
-    frame times, buckets (the videos sharing a caption) and their captions."""
-
-    videos: Tensor
-    captions: list[str]
-    fps: float
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    @property
-    def times(self) -> Tensor:
-        """``(T,)`` float32 frame times ``k / fps`` in seconds, ``k = 1..T``."""
-        return _frame_times(self.videos.shape[1], self.fps)
-
-    @property
-    def unique_captions(self) -> list[str]:
-        """Captions of the buckets, in bucket-id order."""
-        return list(dict.fromkeys(self.captions))
-
-    def buckets(self) -> dict[str, list[int]]:
-        """Caption → indices of its videos in this split."""
-        out: dict[str, list[int]] = {}
-        for i, caption in enumerate(self.captions):
-            out.setdefault(caption, []).append(i)
-        return out
-
-
 @dataclass
 class ShapesDataset(CaptionedVideos):
     """Rendered videos with their captions and the scenes that re-render them at any time.
@@ -386,8 +359,6 @@ class ShapesDataset(CaptionedVideos):
 
 
 
-def _frame_times(num_frames: int, fps: float) -> Tensor:
-    return torch.arange(1, num_frames + 1, dtype=torch.float64).div(fps).float()
 
 
 def make_shapes(cfg: ShapesConfig, split: str) -> ShapesDataset:
@@ -412,15 +383,13 @@ def make_shapes(cfg: ShapesConfig, split: str) -> ShapesDataset:
         else:
             videos = range(n_train) if split == "train" else range(n_train, cfg.videos_per_caption)
         scenes += [_sample_scene(specs, cfg, np.random.default_rng([cfg.seed, i, j])) for j in videos]
-    times = _frame_times(cfg.num_frames, cfg.fps)
+    times = frame_times(cfg.num_frames, cfg.fps)
     starts = range(0, len(scenes), _RENDER_CHUNK)
     chunks = [render_scenes(scenes[c : c + _RENDER_CHUNK], times) for c in starts]
     L = cfg.resolution
     videos = torch.cat(chunks) if chunks else torch.zeros(0, cfg.num_frames, 3, L, L)
     captions = [s.caption for s in scenes]
-    index = {c: b for b, c in enumerate(dict.fromkeys(captions))}
-    bucket_ids = torch.tensor([index[c] for c in captions], dtype=torch.long)
-    return ShapesDataset(videos, captions, scenes, bucket_ids, float(cfg.fps), split)
+    return ShapesDataset(videos, captions, scenes, bucket_ids_of(captions), float(cfg.fps), split)
 
 
 def render_at(dataset: ShapesDataset, index: int, times: Tensor) -> Tensor:

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from tempoflow.codecs.video_wae import VideoWAECodec
 from tempoflow.config import ExperimentConfig
+from tempoflow.data.captioned import bucket_ids_of
 from tempoflow.errors import ConfigError
 from tempoflow.methods.base import Method, Samples
 from tempoflow.methods.contrastive import CLIP_TEMPERATURE, bucket_loss, byol_loss, info_nce, vicreg
@@ -86,13 +87,6 @@ class MappingMLP(nn.Module):
 def projection_head(d_in: int, d_out: int) -> nn.Module:
     """ImageBind's modality head (Girdhar et al. 2023): LayerNorm, then a linear map without bias."""
     return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d_out, bias=False))
-
-
-def bucket_ids_of(captions: list[str]) -> Tensor:
-    """``(B,)`` long ids of the batch's buckets: equal captions share an id, numbered in order of first
-    appearance (a bucket is the set of videos of one caption, DESIGN §1)."""
-    index: dict[str, int] = {}
-    return torch.tensor([index.setdefault(c, len(index)) for c in captions], dtype=torch.long)
 
 
 def dataset_captions(cfg: ExperimentConfig) -> list[str]:

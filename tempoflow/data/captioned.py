@@ -1,0 +1,47 @@
+"""What every captioned video dataset shares: frame times, buckets and bucket ids (DESIGN §1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def frame_times(num_frames: int, fps: float) -> Tensor:
+    """``(T,)`` float32 frame times ``k / fps`` in seconds, ``k = 1..T`` (DESIGN §1)."""
+    return torch.arange(1, num_frames + 1, dtype=torch.float64).div(fps).float()
+
+
+def bucket_ids_of(captions: list[str]) -> Tensor:
+    """``(N,)`` long ids of the captions' buckets: equal captions share an id, numbered in order of
+    first appearance (a bucket is the set of videos of one caption)."""
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(c, len(index)) for c in captions], dtype=torch.long)
+
+
+class CaptionedVideos:
+    """What every captioned dataset offers on top of ``videos (N, T, C, H, W)``, ``captions`` and ``fps``:
+    frame times, buckets (the videos sharing a caption) and their captions."""
+
+    videos: Tensor
+    captions: list[str]
+    fps: float
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    @property
+    def times(self) -> Tensor:
+        """``(T,)`` float32 frame times ``k / fps`` in seconds, ``k = 1..T``."""
+        return frame_times(self.videos.shape[1], self.fps)
+
+    @property
+    def unique_captions(self) -> list[str]:
+        """Captions of the buckets, in bucket-id order."""
+        return list(dict.fromkeys(self.captions))
+
+    def buckets(self) -> dict[str, list[int]]:
+        """Caption → indices of its videos in this split."""
+        out: dict[str, list[int]] = {}
+        for i, caption in enumerate(self.captions):
+            out.setdefault(caption, []).append(i)
+        return out

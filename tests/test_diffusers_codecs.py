@@ -31,13 +31,6 @@ SD_SCHEDULE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """Overrides conftest's 2 threads: these tiny models are bound by per-layer overhead, and a second
-    thread on the shared 2-core machine only adds synchronisation (measured 1.1 s vs 17 s for one test)."""
-    torch.set_num_threads(1)
-
-
 def tiny_vae(seed: int = 0) -> AutoencoderKL:
     """16x16 RGB frames -> (4, 8, 8); scaling_factor set so latents have unit std, as SD's 0.18215 was."""
     torch.manual_seed(seed)

@@ -49,16 +49,6 @@ TINY_PHYSICS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these networks are tiny, and on a shared 2-core machine a second thread that
-    waits for a busy core makes every small convolution ~100x slower (measured: 0.2 s vs 40 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def physics_cfg(tmp_path):
     """A tiny lifting/ardm experiment on a physics kind, data cached in the test's folder."""

@@ -27,15 +27,6 @@ from tempoflow.data.physics.porous import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny grids: intra-op threads only add synchronisation (up to 25x slower on a loaded 2-core machine).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _log_k(n: int, size: int, seed: int = 0, **kw) -> torch.Tensor:
     return sample_log_permeability(trajectory_generators(POROUS_STREAM, seed, 0, n), size, MaternField(**kw))
 

@@ -23,15 +23,6 @@ from tempoflow.errors import DataError
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add synchronisation on a loaded 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("theta, sigma", [(1.0, 1.0), (3.0, 0.5)])
 def test_ou_moments_match_quadrature(theta, sigma):
     # Reference: the Itô isometry by numerical quadrature (scipy.integrate.quad), from

@@ -19,16 +19,6 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """One intra-op thread (overrides conftest's two): these nets are tiny, and two threads on a busy
-    2-core machine made the overfit test 25x slower (0.8 s per step instead of 0.03 s)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _perturb(net: torch.nn.Module, seed: int = 0, std: float = 0.1) -> None:
     """Move every parameter off its initial value, so zero-initialised layers take part too."""
     g = torch.Generator().manual_seed(seed)

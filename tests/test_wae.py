@@ -57,16 +57,6 @@ VW = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the small 3-D convolutions here ran 50x slower on 2 threads of a shared,
-    loaded 2-core machine (measured: 10 steps 0.7 s vs 35 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _grads(loss: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """d loss / d each tensor, zeros where the graph does not reach it (allow_unused)."""
     grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)

@@ -29,6 +29,7 @@ Lemma 4.4), and ``T`` enters only when the coefficients are evaluated at times i
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -150,6 +151,7 @@ def legendre_basis_derivative(t: Tensor, T: float | Tensor, s: int) -> Tensor:
     return dp * _normalisation(s, x) * (2.0 / (T if not isinstance(T, Tensor) else T.unsqueeze(-1)))
 
 
+@functools.lru_cache(maxsize=64)  # called every training step with the same (N, s): build once
 def _legs_analysis_matrix(N: int, s: int) -> Tensor:
     """``W`` with ``H_N = Σ_k u_k W[k]^T`` for the LegS recurrence, float64 ``(N, s)``.
 
@@ -166,6 +168,7 @@ def _legs_analysis_matrix(N: int, s: int) -> Tensor:
     return W
 
 
+@functools.lru_cache(maxsize=64)
 def _lstsq_analysis_matrix(N: int, s: int) -> Tensor:
     """``W = pinv(G)^T`` for the design matrix ``G[k, n] = g_n(t_k)``, ``t_k = k T / N``; float64 ``(N, s)``.
 
@@ -194,7 +197,8 @@ def projection_matrix(N: int, s: int, method: str = "lstsq") -> Tensor:
         # for k < n + 1 and the modes n >= N are never reset by the zero factor at k = n + 1, so H
         # blows up (measured max |H| ≈ 3e3 at N = 4, s = 8 and 5e8 at N = 8, s = 16, unit signal).
         raise ValueError(f"{method} projection needs at least s = {s} frames, got N = {N}")
-    return _legs_analysis_matrix(N, s) if method == "legs" else _lstsq_analysis_matrix(N, s)
+    W = _legs_analysis_matrix(N, s) if method == "legs" else _lstsq_analysis_matrix(N, s)
+    return W.clone()  # the cached matrix stays untouched whatever the caller does
 
 
 def legs_projection(frames: Tensor, s: int, method: str = "lstsq") -> Tensor:

@@ -27,7 +27,7 @@ from tempoflow.config import ExperimentConfig
 from tempoflow.data import frame_rate
 from tempoflow.errors import ConfigError
 from tempoflow.flows.guidance import guided
-from tempoflow.flows.legendre import legs_projection, reconstruct, reconstruct_derivative
+from tempoflow.flows.legendre import projection_matrix, reconstruct, reconstruct_derivative
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.video_path import VideoLatentPath
 from tempoflow.methods.base import Method, Samples, rand, randn
@@ -60,6 +60,9 @@ class VideoLatentFlow(Method):
         self.fps = frame_rate(cfg.data)
         self.duration = self.num_frames / self.fps  # T in seconds
         self.latent_shape = self.codec.latent_shape(channels, height, width)
+        # H = framesᵀ W (tempoflow.flows.legendre); W kept on the method's device, not rebuilt per step
+        W = projection_matrix(self.num_frames, v.order, v.projection).float()
+        self.register_buffer("projection", W, persistent=False)
         self.path = VideoLatentPath(schedule=v.schedule, sigma_min=v.sigma_min, alpha=v.alpha)
         # F_θ sees one latent frame: a DiT over a one-frame clip (no temporal patching).
         C = self.latent_shape[0]
@@ -77,8 +80,7 @@ class VideoLatentFlow(Method):
 
     def project(self, latents: Tensor) -> Tensor:
         """Latent videos ``(B, N, *latent_shape)`` → Legendre coefficients ``H`` ``(B, d, s)``."""
-        v = self.cfg.vlfm
-        return legs_projection(latents.flatten(2).float(), v.order, v.projection)
+        return latents.flatten(2).float().mT @ self.projection  # (B, d, N) @ (N, s)
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """batch: ``video`` (B, N, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""

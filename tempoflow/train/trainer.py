@@ -59,12 +59,16 @@ class EMA(nn.Module):
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        current = learned_state(module)
-        pairs = [(v, current[k]) for k, v in self.averaged().items() if v.dtype.is_floating_point]
-        torch._foreach_lerp_([a for a, _ in pairs], [b for _, b in pairs], 1.0 - self.decay)
-        for k, v in self.averaged().items():  # integer buffers (counters) follow the model
-            if not v.dtype.is_floating_point:
-                v.copy_(current[k])
+        if getattr(self, "_owner", None) != id(module):  # pair the tensors once: both sides update in place
+            current = learned_state(module)
+            pairs = [(v, current[k]) for k, v in self.averaged().items()]
+            self._floats = ([a for a, b in pairs if a.dtype.is_floating_point],
+                            [b for a, b in pairs if a.dtype.is_floating_point])
+            self._others = [(a, b) for a, b in pairs if not a.dtype.is_floating_point]
+            self._owner = id(module)  # an id, not the module: nn.Module would register it as a child
+        torch._foreach_lerp_(*self._floats, 1.0 - self.decay)
+        for a, b in self._others:  # integer buffers (counters) follow the model
+            a.copy_(b)
 
 
 class TrainState:

@@ -195,8 +195,8 @@ class Align(Method):
         changed = [i for i, (t, t_hat) in enumerate(zip(captions, noisy)) if t != t_hat]
         if changed:
             with torch.no_grad():
-                fresh = self.text._encode_many([noisy[i] for i in changed])  # [(tokens, pooled)], uncached
-            z_t[changed] = torch.stack([pooled for _, pooled in fresh]).to(device, z_t.dtype)
+                fresh = self.text.pooled_uncached([noisy[i] for i in changed])  # (n, d_t)
+            z_t[changed] = fresh.to(device, z_t.dtype)
         return z_t
 
     def encode_videos(self, videos: Tensor) -> Tensor:

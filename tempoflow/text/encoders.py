@@ -136,6 +136,11 @@ class TextEncoder:
         raise NotImplementedError
 
     @torch.no_grad()
+    def pooled_uncached(self, captions: list[str]) -> Tensor:
+        """Pooled vectors ``(B, D)`` (CPU float32) of captions that should NOT enter the cache, e.g.
+        captions with random noise words, a new string nearly every training step."""
+        return torch.stack([pooled for _, pooled in self._encode_many(check_captions(captions))])
+
     def encode(self, captions: list[str]) -> TextEmbedding:
         """Encode a batch of captions (cached per caption). Returns CPU float32 tensors."""
         captions = check_captions(captions)

@@ -50,6 +50,12 @@ def test_minilm_shipped_model_offline(tmp_path):
     emb = enc.encode(CAPS + ["a red circle moves to the left"])
     assert enc.dim == 384 and emb.pooled.shape == (3, 384)
     assert torch.allclose(emb.pooled.norm(dim=1), torch.ones(3), atol=1e-4)  # normalised sentence vectors
+    # encoded in grad mode (inside a training loss), the cached embeddings hold no graph: two backward
+    # passes through losses that share them must both work
+    assert torch.is_grad_enabled() and not emb.pooled.requires_grad and not emb.tokens.requires_grad
+    w = torch.ones(384, requires_grad=True)
+    for _ in range(2):
+        (enc.lookup(CAPS, "cpu").pooled @ w).sum().backward()
     sim = emb.pooled @ emb.pooled.T
     assert sim[0, 2] > sim[0, 1]  # a paraphrase is closer than a different scene: it is really pretrained
     # with every caption in the disk cache, the model is not even loaded

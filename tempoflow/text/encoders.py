@@ -265,13 +265,14 @@ class SentenceTransformerEncoder(TextEncoder):
             self.model = SentenceTransformer(path, device=self.device)
         except Exception as err:  # many failure types: missing files, offline hub, bad config
             raise ConfigError(f"could not load text model from {path!r}: {err}") from err
-        self.model.eval()
+        self.model.eval().requires_grad_(False)  # frozen: never part of a training graph
         self.model.max_seq_length = self.max_tokens
         # sentence-transformers >= 6 renamed these methods; support both spellings
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
         self.dim = int(dim_fn())
 
+    @torch.no_grad()  # cached embeddings must not hold a graph: a second backward would fail
     def _encode_many(self, captions: list[str]) -> list[tuple[Tensor, Tensor]]:
         if self.model is None:
             self._load()
@@ -321,6 +322,7 @@ class CLIPTextEncoder(TextEncoder):
         self.dim = int(self.model.config.projection_dim)
 
     @torch.no_grad()
+    @torch.no_grad()  # cached embeddings must not hold a graph: a second backward would fail
     def _encode_many(self, captions: list[str]) -> list[tuple[Tensor, Tensor]]:
         if self.model is None:
             self._load()

@@ -248,8 +248,15 @@ class VLFMConfig:
     codec: str = "pixel"
     codec_path: str = ""
     steps_per_frame: int = 8  # fixed-step solvers: steps per frame interval 1 / fps when sampling
+    # prediction="data" only — what a sampling step does where σ_t rises (between frames, "renoise"):
+    # "fresh" adds independent noise of variance σ²_{t+h} − σ²_t to the residual ψ_t − μ̂_t (ancestral,
+    # the path's marginal at t+h); "ode" rescales the residual by σ_{t+h}/σ_t (the deterministic flow),
+    # which multiplies the network's error by up to 1/σ_min next to every frame.
+    rising_noise: str = "fresh"
 
     def __post_init__(self) -> None:
+        _require(self.rising_noise in ("fresh", "ode"),
+                 f"vlfm.rising_noise must be 'fresh' or 'ode', got {self.rising_noise!r}")
         _require(self.order >= 1, f"vlfm.order must be >= 1, got {self.order}")
         _require(self.projection in ("lstsq", "legs"), f"vlfm.projection must be 'lstsq' or 'legs', got {self.projection!r}")
         _require(self.schedule in ("renoise", "decay"), f"vlfm.schedule must be 'renoise' or 'decay', got {self.schedule!r}")

@@ -44,8 +44,8 @@ class OracleNet(nn.Module):
         return (ratio * (psi - mu) + d_mu).view(B, 1, *shape)
 
 
-def _method_with_oracle(prediction: str, schedule: str, degree: int):
-    cfg = load_config(None, [*TINY, *VLFM, f"vlfm.prediction={prediction}", f"vlfm.schedule={schedule}"])
+def _method_with_oracle(prediction: str, schedule: str, degree: int, extra: list[str] = ()):
+    cfg = load_config(None, [*TINY, *VLFM, f"vlfm.prediction={prediction}", f"vlfm.schedule={schedule}", *extra])
     method = build_method(cfg)
     d = int(torch.tensor(method.latent_shape).prod())
     t = method.frame_times.double()
@@ -56,14 +56,55 @@ def _method_with_oracle(prediction: str, schedule: str, degree: int):
     return method, H
 
 
-def test_data_prediction_sampler_steps_the_path_exactly():
+@pytest.mark.parametrize("rising_noise", ["fresh", "ode"])
+def test_data_prediction_sampler_steps_the_path_exactly(rising_noise):
     """Reference: the closed-form mean μ̄(t) of the path. With an exact network and a trajectory linear
     in t, the exact step ψ_{t+h} = σ_{t+h} ẑ + μ_{t+h} is exact, so frames read at ANY times equal μ̄."""
-    method, H = _method_with_oracle("data", "renoise", degree=1)
+    method, H = _method_with_oracle("data", "renoise", degree=1, extra=[f"vlfm.rising_noise={rising_noise}"])
     times = torch.tensor([0.05, 0.25, 0.3, 0.61, 1.0, 1.7])  # between frames and past T = 1 s
     out = method.sample(["x"], generator=torch.Generator().manual_seed(1), times=times)
     truth = reconstruct(H, times, method.duration)  # (1, M, d)
     assert torch.allclose(out.latents.flatten(2), truth, atol=1e-4)
+
+
+class NoisyRecorder(nn.Module):
+    """Wraps an oracle: adds an independent error of std ``err`` to its μ̄ each call and records the
+    state ``(t, ψ_t)`` it is called with."""
+
+    def __init__(self, oracle: nn.Module, channels: int, err: float):
+        super().__init__()
+        self.oracle, self.C, self.err, self.seen = oracle, channels, err, []
+        self.gen = torch.Generator().manual_seed(3)
+
+    def forward(self, x, t, drop=None, **cond):
+        self.seen.append((float(t.flatten()[0]), x.clone()))
+        out = self.oracle(x, t, drop=drop, **cond)
+        noise = self.err * torch.randn(out[:, :, : self.C].shape, generator=self.gen)
+        return torch.cat([out[:, :, : self.C] + noise, out[:, :, self.C :]], 2)
+
+
+@pytest.mark.parametrize("rising_noise", ["fresh", "ode"])
+def test_rising_noise_keeps_states_on_the_path(rising_noise):
+    """Reference: the path's marginal ψ_t = σ_t z + μ_t, z ~ N(0, I) (closed form). With a network whose
+    μ̄ is off by a small random error (std 0.05, fresh each call), the ancestral step ("fresh") keeps
+    (ψ_t − μ_t)/σ_t at unit scale at every step; the deterministic step ("ode") multiplies the error
+    made next to a frame (σ ≈ σ_min) by σ_{t+h}/σ_t and leaves the path: the reason "fresh" is default.
+    Measured between frames (σ_t > 0.2)."""
+    method, H = _method_with_oracle("data", "renoise", degree=1, extra=[f"vlfm.rising_noise={rising_noise}"])
+    method.net = rec = NoisyRecorder(method.net, method.latent_shape[0], err=0.05)
+    method.sample(["x"] * 64, generator=torch.Generator().manual_seed(4))
+    T, N = method.duration, method.num_frames
+    scale = []
+    for t, x in rec.seen[1:]:
+        tt = torch.tensor([t])
+        sigma = float(method.path.sigma(tt, T, N))
+        if sigma > 0.2:  # between frames; next to one the network's own error (0.05) dominates σ_t
+            mu = method.path.mean(H, tt, T)[0, 0]  # (d,)
+            scale.append(float(((x.flatten(1) - mu) / sigma).std()))
+    if rising_noise == "fresh":
+        assert len(scale) >= 6 and max(scale) < 1.3 and min(scale) > 0.8, str([round(x, 2) for x in scale])
+    else:
+        assert max(scale) > 2.0
 
 
 @pytest.mark.parametrize("schedule", ["renoise", "decay"])

@@ -9,7 +9,9 @@ Sampling: x(0) = z ~ N(0, I); integrate dx/dt = F_θ(x, c, t) once and read x at
 another frame rate, between training frames, or past T (extrapolation) — then decode.
 ``prediction="data"`` (ours): F_θ outputs (μ̄(t), μ̄'(t)/fps) and sampling steps the path exactly:
     ẑ = (ψ_t − μ̂_t) / σ_t;   ψ_{t+h} = σ_{t+h} ẑ + (1 − e^{−α(t+h)}) (μ̄̂ + h μ̄̂')
-and a frame at time τ is the denoised μ̄̂(τ) of the step that contains τ (no extra network call).
+where σ falls; where it rises (between frames) ``vlfm.rising_noise="fresh"`` (default) instead adds new
+noise, ψ_{t+h} = σ_t ẑ + √(σ²_{t+h} − σ²_t) ε + μ_{t+h}, because σ_{t+h}/σ_t ≈ 1/σ_min there would
+multiply the network's error. A frame at time τ is the denoised μ̄̂(τ) of the step that contains τ.
 Ablation (paper Table 1): ``objective="direct"`` trains G_θ(c, t) → μ̄(t) by MSE on the same backbone.
 """
 
@@ -184,6 +186,7 @@ class VideoLatentFlow(Method):
         T, N, alpha = self.duration, self.num_frames, self.cfg.vlfm.alpha
         sigma = self.path.sigma(grid, T, N).tolist()
         step_of = torch.searchsorted(grid, times, right=True).clamp(1, n_steps) - 1  # step holding each time
+        fresh = self.cfg.vlfm.rising_noise == "fresh"
         psi = randn((B, 1, *self.latent_shape), generator, param.float())  # ψ_0 = z
         frames = torch.zeros(B, M, *self.latent_shape, device=param.device)
         for i in tqdm(range(n_steps), desc="sample", unit="nfe", disable=not progress, leave=False):
@@ -192,9 +195,14 @@ class VideoLatentFlow(Method):
             mean, change = out[:, :, :C], out[:, :, C:] * self.fps  # μ̄̂(t), μ̄̂'(t) per second
             for j in (step_of == i).nonzero().flatten().tolist():  # frames read inside this step
                 frames[:, j] = (mean + (float(times[j]) - t) * change)[:, 0]
-            z_hat = (psi - (1 - math.exp(-alpha * t)) * mean) / sigma[i]
+            residual = psi - (1 - math.exp(-alpha * t)) * mean  # σ_t ẑ
             t_next = float(grid[i + 1])
-            psi = sigma[i + 1] * z_hat + (1 - math.exp(-alpha * t_next)) * (mean + h * change)
+            psi = (1 - math.exp(-alpha * t_next)) * (mean + h * change)  # μ_{t+h}
+            if fresh and sigma[i + 1] > sigma[i]:  # re-noise with new noise: ψ_{t+h} ~ the path's marginal
+                rise = math.sqrt(sigma[i + 1] ** 2 - sigma[i] ** 2)
+                psi = psi + residual + rise * randn(residual.shape, generator, residual)
+            else:  # the deterministic step ψ_{t+h} = σ_{t+h} ẑ + μ_{t+h}
+                psi = psi + (sigma[i + 1] / sigma[i]) * residual
         return Samples(video=self.codec.decode(frames), latents=frames, nfe=n_steps, times=times)
 
     def guided_net(self, cond: dict[str, Tensor], guidance: float):

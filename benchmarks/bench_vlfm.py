@@ -1,0 +1,100 @@
+"""Benchmark of the ``vlfm`` method: training steps/s, and sampling frames/s at 8, 24 and 48 fps from one
+ODE solve (dense output), with the network calls (NFE) per second of video and the hardware named.
+
+    python benchmarks/bench_vlfm.py                          # CPU, and the GPU when there is one
+    python benchmarks/bench_vlfm.py --duration 4 --json out.json vlfm.steps_per_frame=4
+
+The number of network calls depends on the solver's steps per *training* frame interval, not on the
+requested frame rate: a 48-fps video costs the NFE of an 8-fps one and only more decoding. On a GPU it
+measures fp32, bf16 autocast and bf16 + ``torch.compile``. Prints one table; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from bench_flow import _sync, bench_train  # same timing loop as the flow benchmark
+
+from tempoflow.config import load_config
+from tempoflow.data import load_dataset
+from tempoflow.evaluate import hardware
+from tempoflow.nets.dit import count_parameters
+from tempoflow.train.run import build_method
+
+
+@torch.no_grad()
+def bench_sample(method, captions: list[str], fps: float, duration: float, device, dtype, repeats: int) -> dict:
+    """Frames per second of generation at ``fps`` over ``duration`` seconds, and NFE per video second."""
+    method.eval()
+    times = torch.arange(1, round(duration * fps) + 1, dtype=torch.float32) / fps  # seconds
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        out = method.sample(captions, generator=gen, times=times)  # warm-up (and compilation)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            out = method.sample(captions, generator=gen, times=times)
+        _sync(device)
+    seconds = (time.perf_counter() - t0) / repeats
+    frames = out.video.shape[0] * out.video.shape[1]
+    return {"fps": fps, "frames": frames, "seconds": seconds, "frames_per_s": frames / seconds,
+            "nfe": out.nfe, "nfe_per_video_second": out.nfe / duration}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/shapes_vlfm.yaml")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--batch", type=int, default=None, help="training batch (default: the config's)")
+    p.add_argument("--sample-batch", type=int, default=8, help="videos generated at once")
+    p.add_argument("--duration", type=float, default=None, help="seconds generated (default: training T)")
+    p.add_argument("--steps", type=int, default=None, help="timed training steps")
+    p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: all available)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args()
+    # the caption encoder is outside the timed loop (its embeddings are cached), so hashing stands in
+    cfg = load_config(args.config, [*args.overrides, "text.encoder=hashing", "text.cache="])
+    data = load_dataset(cfg.data, "train")
+    batch = args.batch or cfg.train.batch_size
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    captions = data.unique_captions[: args.sample_batch]
+    rows = []
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        variants = [("fp32", torch.float32, False)]
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            variants += [("bf16", torch.bfloat16, False), ("bf16+compile", torch.bfloat16, True)]
+        for name, dtype, compile_net in variants:
+            method = build_method(cfg).to(device)
+            if compile_net:
+                method.net.compile()
+            duration = args.duration or method.duration
+            steps = args.steps or (200 if device.type == "cuda" else 5)
+            sps = bench_train(method, data, batch, steps, 10 if device.type == "cuda" else 1, device, dtype)
+            where = hardware() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+            print(f"{where[:40]:40s} {name:13s} train {sps:8.2f} steps/s (batch {batch} videos x "
+                  f"{cfg.vlfm.times_per_video} times)", flush=True)
+            for fps in (8.0, 24.0, 48.0):
+                r = bench_sample(method, captions, fps, duration, device, dtype, 5 if device.type == "cuda" else 1)
+                rows.append({"device": where, "variant": name, "train_steps_per_s": sps, "batch": batch,
+                             "sample_batch": len(captions), "duration_s": duration,
+                             "params_M": count_parameters(method.net) / 1e6, **r})
+                print(f"{'':40s} {name:13s} {fps:4.0f} fps: {r['frames_per_s']:9.1f} frames/s "
+                      f"({r['frames']} frames in {r['seconds']:.3f} s), NFE {r['nfe']} = "
+                      f"{r['nfe_per_video_second']:.0f} per video second", flush=True)
+    print(f"model: DiT dim {cfg.model.dim} depth {cfg.model.depth} patch {cfg.model.patch_hw}, "
+          f"{rows[0]['params_M']:.2f}M params; codec {cfg.vlfm.codec}; video {cfg.data.shapes.num_frames} "
+          f"frames at {cfg.data.shapes.fps:g} fps, {cfg.data.shapes.resolution}px; prediction "
+          f"{cfg.vlfm.prediction}, {cfg.vlfm.steps_per_frame} steps per training frame, guidance "
+          f"{cfg.sample.guidance}; host: {hardware()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": args.config, "overrides": args.overrides, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,11 @@ VARIANTS: dict[str, list[str]] = {
     "legs": ["vlfm.projection=legs"],  # the paper's recurrence instead of least squares
     "order4": ["vlfm.order=4"],
     "decay": ["vlfm.schedule=decay"],  # no re-noising between frames
+    "latent": ["vlfm.codec=autoencoder", "vlfm.codec_path=runs/shapes_autoencoder", "model.patch_hw=2"],
+}
+# Sampling-only variants: the checkpoint of another variant, sampled with other settings (no training).
+SAMPLING_VARIANTS: dict[str, tuple[str, dict]] = {
+    "base_ode_step": ("base", {"vlfm": {"rising_noise": "ode"}}),  # deterministic step where σ rises
 }
 
 
@@ -42,20 +47,22 @@ def scores(method, data, captions: list[str], out_fps: float, extent: float, see
     grid = time_grid(method.num_frames, method.fps, out_fps, extent)
     res = continuous_time_scores(method, data, captions, grid, seed)
     acc = caption_accuracy(res["samples"][:, grid.inside], captions)
-    return {**res["summary"], "caption_accuracy": acc.accuracy, "curve": res["psnr_vs_time"],
+    return {**res["summary"], "caption_accuracy": acc.accuracy, "colour_accuracy": acc.colour,
+            "shape_accuracy": acc.shape, "direction_accuracy": acc.direction, "curve": res["psnr_vs_time"],
             "baseline_curve": res["baseline_vs_time"]}
 
 
 def run_variant(name: str, args) -> dict:
-    out = Path(args.out) / name
-    overrides = [*VARIANTS[name], f"train.steps={args.steps}", f"out_dir={out}", f"device={args.device}",
+    trained, sampling = SAMPLING_VARIANTS.get(name, (name, None))
+    out = Path(args.out) / trained
+    overrides = [*VARIANTS[trained], f"train.steps={args.steps}", f"out_dir={out}", f"device={args.device}",
                  *args.override]
     cfg = load_config(args.config, overrides)
     t0 = time.perf_counter()
     if not (out / "checkpoints" / "latest").exists():
         train(cfg)
     train_s = time.perf_counter() - t0
-    method, cfg, _ = load_method(out, device=args.device)
+    method, cfg, _ = load_method(out, device=args.device, overrides=sampling)
     data = load_dataset(cfg.data, "train")
     captions = data.unique_captions[:: max(1, len(data.unique_captions) // args.prompts)][: args.prompts]
     fps = method.fps
@@ -67,14 +74,16 @@ def run_variant(name: str, args) -> dict:
 
 
 def tables(results: dict) -> str:
-    header = ("| variant | acc@8 | acc@12 | acc@16 | PSNR@8 fps | interp 2x PSNR (linear) | interp 3x PSNR (linear) "
-              "| extrap PSNR to 4T (hold last) |")
-    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    header = ("| variant | acc@8 | acc@12 | acc@16 | colour / shape / direction @8 | PSNR@8 fps | "
+              "interp 2x PSNR (linear) | interp 3x PSNR (linear) | extrap PSNR to 4T (hold last) |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         g, i, e = r["generation"], r["interpolation"], r["extrapolation"]
+        g8 = g["8"]
         lines.append(
             f"| {name} | {g['8']['caption_accuracy']:.2f} | {g['12']['caption_accuracy']:.2f} | "
-            f"{g['16']['caption_accuracy']:.2f} | {g['8']['psnr_train_frames_db']:.1f} | "
+            f"{g['16']['caption_accuracy']:.2f} | {g8['colour_accuracy']:.2f} / {g8['shape_accuracy']:.2f} / "
+            f"{g8['direction_accuracy']:.2f} | {g['8']['psnr_train_frames_db']:.1f} | "
             f"{i['2x']['psnr_between_frames_db']:.1f} ({i['2x']['baseline_linear_psnr_between_db']:.1f}) | "
             f"{i['3x']['psnr_between_frames_db']:.1f} ({i['3x']['baseline_linear_psnr_between_db']:.1f}) | "
             f"{e['psnr_extrapolated_db']:.1f} ({e['baseline_hold_last_psnr_extrapolated_db']:.1f}) |"
@@ -85,7 +94,8 @@ def tables(results: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/shapes_vlfm.yaml")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    names = [*VARIANTS, *SAMPLING_VARIANTS]
+    p.add_argument("--variants", nargs="+", default=names, choices=names)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--prompts", type=int, default=16, help="training captions scored per setting")
     p.add_argument("--seed", type=int, default=0)

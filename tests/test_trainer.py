@@ -59,6 +59,18 @@ def test_checkpoints_are_complete_and_pointer_is_atomic(tiny_cfg):
     assert cfg.train.steps == 4 and not method.training
 
 
+def test_log_holds_the_methods_other_terms(tiny_cfg):
+    """Besides the loss, a method's scalar terms (here the autoencoder's l1, l2, kl) are logged as their
+    mean over the log window, like the loss: with one step per window they equal that step's terms."""
+    result = train(tiny_cfg("method=autoencoder", "train.steps=2", "train.log_every=1"))
+    log = [json.loads(line) for line in (result.checkpoint.parent.parent / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    for r in log:
+        assert {"l1", "l2", "kl"} <= r.keys() and r["l1"] > 0 and r["l2"] > 0
+        # default autoencoder: loss = (l1 + l2) + kl_weight · kl
+        assert r["loss"] == pytest.approx(r["l1"] + r["l2"] + 1e-6 * r["kl"], rel=1e-5)
+
+
 def test_missing_and_corrupt_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         read_checkpoint(tmp_path / "nowhere")

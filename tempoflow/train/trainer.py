@@ -238,6 +238,7 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         dev = acc.device
         loss_sum = torch.zeros((), device=dev)
+        term_sums: dict[str, torch.Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=dev)
         last_good: Path | None = None
         log: list[dict] = []
@@ -246,7 +247,8 @@ class Trainer:
         self.method.train()
         while self.state.step < end:
             batch = self.batch()
-            loss = self.method(batch, self.state.noise_gen)["loss"]
+            terms = self.method(batch, self.state.noise_gen)
+            loss = terms["loss"]
             finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
             acc.backward(loss)
             acc.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
@@ -255,6 +257,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.ema.update(self.unwrapped)
             loss_sum += loss.detach().float()
+            for k, v in terms.items():  # the method's other scalar terms (l2, kl, divergence...), on device
+                if k != "loss" and isinstance(v, torch.Tensor) and v.ndim == 0:
+                    term_sums[k] = term_sums.get(k, 0.0) + v.detach().float()
             self.state.step += 1
             bar.update(1)
             step = self.state.step
@@ -276,7 +281,9 @@ class Trainer:
                     "lr": self.scheduler.get_last_lr()[0],
                     "steps_per_s": n / max(now - tick, 1e-9),
                     "time_s": now - t0,
+                    **{k: float(v) / n for k, v in term_sums.items()},  # averaged like the loss
                 }
+                term_sums.clear()
                 tick = now
                 log.append(rec)
                 bar.set_postfix(loss=f"{last_loss:.4f}")
@@ -285,6 +292,8 @@ class Trainer:
                     log_file.flush()
                     writer.add_scalar("loss", last_loss, step)
                     writer.add_scalar("lr", rec["lr"], step)
+                    for k in rec.keys() - {"step", "loss", "lr", "steps_per_s", "time_s"}:
+                        writer.add_scalar(f"terms/{k}", rec[k], step)
             if at_ckpt:
                 last_good = self.save()
         return last_good, log, last_loss, time.perf_counter() - t0

@@ -28,6 +28,7 @@ from tempoflow.data import load_dataset
 from tempoflow.evaluate import evaluate, hardware
 from tempoflow.evaluate_align import oracle_accuracy
 from tempoflow.metrics.video import nearest_in_bucket
+from tempoflow.train.checkpoint import read_checkpoint
 from tempoflow.train.run import train
 
 REFERENCE_BLACK = "reference_black"
@@ -159,17 +160,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     results: dict[str, dict[str, dict]] = {}
-    wae_seconds = {}
+    wae_seconds, wae_steps = {}, {}
     for dataset in args.datasets:
         common = [*data_overrides(dataset, args.resolution), f"device={args.device}"]
         wae, wae_seconds[dataset] = train_video_wae(dataset, out, args.wae_steps, common)
+        wae_steps[dataset] = read_checkpoint(wae).step  # a reused run may have trained longer
         results[dataset] = reference_rows(dataset, wae, common)
         for objective in args.objectives:
             results[dataset][objective] = run_objective(dataset, objective, wae, out, args.steps, common)
             print(f"{dataset} {objective}: {time.perf_counter() - t_start:.0f} s so far", flush=True)
     header = (
         f"Hardware: {hardware()}, torch threads {torch.get_num_threads()}. Frames {args.resolution}x"
-        f"{args.resolution}, 8 per clip; video WAE {args.wae_steps} steps, each alignment {args.steps} "
+        f"{args.resolution}, 8 per clip; video WAE steps {wae_steps}, each alignment {args.steps} "
         f"steps at batch 16; total {time.perf_counter() - t_start:.0f} s. Bucket metrics, FD/MMD-WAE and "
         f"R@k over the training captions (R@k against every video of the data set); one deterministic "
         f"video per caption."

@@ -65,6 +65,22 @@ def bench_sample(method, captions: list[str], device, dtype, repeats: int) -> tu
     return out.video.shape[0] * out.video.shape[1] / seconds, out.nfe
 
 
+def timed_setups(cfg, devices: list[str]):
+    """``(device, name, dtype, method)`` for every device and precision timed: fp32 everywhere; on a GPU
+    also bf16 autocast and bf16 + ``torch.compile``. Each method is built fresh from ``cfg``."""
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        variants = [("fp32", torch.float32, False)]
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            variants += [("bf16", torch.bfloat16, False), ("bf16+compile", torch.bfloat16, True)]
+        for name, dtype, compile_net in variants:
+            method = build_method(cfg).to(device)
+            if compile_net:
+                method.net.compile()
+            yield device, name, dtype, method
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/shapes_flow.yaml")
@@ -82,30 +98,21 @@ def main() -> None:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     captions = data.unique_captions[: args.sample_batch]
     rows = []
-    for dev_name in devices:
-        device = torch.device(dev_name)
-        variants = [("fp32", torch.float32, False)]
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            variants += [("bf16", torch.bfloat16, False), ("bf16+compile", torch.bfloat16, True)]
-        for name, dtype, compile_net in variants:
-            method = build_method(cfg).to(device)
-            if compile_net:
-                method.net.compile()
-            steps = args.steps or (200 if device.type == "cuda" else 5)
-            warmup = 10 if device.type == "cuda" else 1
-            sps = bench_train(method, data, batch, steps, warmup, device, dtype)
-            fps, nfe = bench_sample(method, captions, device, dtype, repeats=5 if device.type == "cuda" else 1)
-            rows.append({
-                "device": hardware() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads",
-                "variant": name, "batch": batch, "train_steps_per_s": sps,
-                "train_videos_per_s": sps * batch, "sample_frames_per_s": fps, "nfe": nfe,
-                "sample_batch": len(captions), "params_M": count_parameters(method.net) / 1e6,
-            })
-            r = rows[-1]
-            print(f"{r['device'][:40]:40s} {name:13s} train {sps:8.2f} steps/s ({r['train_videos_per_s']:8.1f} "
-                  f"videos/s, batch {batch})  sample {fps:9.1f} frames/s (NFE {nfe}, batch {len(captions)})",
-                  flush=True)
+    for device, name, dtype, method in timed_setups(cfg, devices):
+        steps = args.steps or (200 if device.type == "cuda" else 5)
+        warmup = 10 if device.type == "cuda" else 1
+        sps = bench_train(method, data, batch, steps, warmup, device, dtype)
+        fps, nfe = bench_sample(method, captions, device, dtype, repeats=5 if device.type == "cuda" else 1)
+        rows.append({
+            "device": hardware() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads",
+            "variant": name, "batch": batch, "train_steps_per_s": sps,
+            "train_videos_per_s": sps * batch, "sample_frames_per_s": fps, "nfe": nfe,
+            "sample_batch": len(captions), "params_M": count_parameters(method.net) / 1e6,
+        })
+        r = rows[-1]
+        print(f"{r['device'][:40]:40s} {name:13s} train {sps:8.2f} steps/s ({r['train_videos_per_s']:8.1f} "
+              f"videos/s, batch {batch})  sample {fps:9.1f} frames/s (NFE {nfe}, batch {len(captions)})",
+              flush=True)
     print(f"model: DiT dim {cfg.model.dim} depth {cfg.model.depth} patches {cfg.model.patch_t}x"
           f"{cfg.model.patch_hw}x{cfg.model.patch_hw}, {rows[0]['params_M']:.2f}M params; video "
           f"{cfg.data.shapes.num_frames}x{cfg.data.shapes.resolution}x{cfg.data.shapes.resolution}; "

@@ -16,13 +16,16 @@ import json
 import time
 
 import torch
-from bench_flow import _sync, bench_train  # same timing loop as the flow benchmark
+from bench_flow import (  # same timing loop and precisions as the flow benchmark
+    _sync,
+    bench_train,
+    timed_setups,
+)
 
 from tempoflow.config import load_config
 from tempoflow.data import load_dataset
 from tempoflow.evaluate import hardware
 from tempoflow.nets.dit import count_parameters
-from tempoflow.train.run import build_method
 
 
 @torch.no_grad()
@@ -62,30 +65,21 @@ def main() -> None:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     captions = data.unique_captions[: args.sample_batch]
     rows = []
-    for dev_name in devices:
-        device = torch.device(dev_name)
-        variants = [("fp32", torch.float32, False)]
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            variants += [("bf16", torch.bfloat16, False), ("bf16+compile", torch.bfloat16, True)]
-        for name, dtype, compile_net in variants:
-            method = build_method(cfg).to(device)
-            if compile_net:
-                method.net.compile()
-            duration = args.duration or method.duration
-            steps = args.steps or (200 if device.type == "cuda" else 5)
-            sps = bench_train(method, data, batch, steps, 10 if device.type == "cuda" else 1, device, dtype)
-            where = hardware() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
-            print(f"{where[:40]:40s} {name:13s} train {sps:8.2f} steps/s (batch {batch} videos x "
-                  f"{cfg.vlfm.times_per_video} times)", flush=True)
-            for fps in (8.0, 24.0, 48.0):
-                r = bench_sample(method, captions, fps, duration, device, dtype, 5 if device.type == "cuda" else 1)
-                rows.append({"device": where, "variant": name, "train_steps_per_s": sps, "batch": batch,
-                             "sample_batch": len(captions), "duration_s": duration,
-                             "params_M": count_parameters(method.net) / 1e6, **r})
-                print(f"{'':40s} {name:13s} {fps:4.0f} fps: {r['frames_per_s']:9.1f} frames/s "
-                      f"({r['frames']} frames in {r['seconds']:.3f} s), NFE {r['nfe']} = "
-                      f"{r['nfe_per_video_second']:.0f} per video second", flush=True)
+    for device, name, dtype, method in timed_setups(cfg, devices):
+        duration = args.duration or method.duration
+        steps = args.steps or (200 if device.type == "cuda" else 5)
+        sps = bench_train(method, data, batch, steps, 10 if device.type == "cuda" else 1, device, dtype)
+        where = hardware() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+        print(f"{where[:40]:40s} {name:13s} train {sps:8.2f} steps/s (batch {batch} videos x "
+              f"{cfg.vlfm.times_per_video} times)", flush=True)
+        for fps in (8.0, 24.0, 48.0):
+            r = bench_sample(method, captions, fps, duration, device, dtype, 5 if device.type == "cuda" else 1)
+            rows.append({"device": where, "variant": name, "train_steps_per_s": sps, "batch": batch,
+                         "sample_batch": len(captions), "duration_s": duration,
+                         "params_M": count_parameters(method.net) / 1e6, **r})
+            print(f"{'':40s} {name:13s} {fps:4.0f} fps: {r['frames_per_s']:9.1f} frames/s "
+                  f"({r['frames']} frames in {r['seconds']:.3f} s), NFE {r['nfe']} = "
+                  f"{r['nfe_per_video_second']:.0f} per video second", flush=True)
     print(f"model: DiT dim {cfg.model.dim} depth {cfg.model.depth} patch {cfg.model.patch_hw}, "
           f"{rows[0]['params_M']:.2f}M params; codec {cfg.vlfm.codec}; video {cfg.data.shapes.num_frames} "
           f"frames at {cfg.data.shapes.fps:g} fps, {cfg.data.shapes.resolution}px; prediction "

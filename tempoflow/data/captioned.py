@@ -18,6 +18,17 @@ def bucket_ids_of(captions: list[str]) -> Tensor:
     return torch.tensor([index.setdefault(c, len(index)) for c in captions], dtype=torch.long)
 
 
+def check_names(kind: str, names, known) -> None:
+    """A config's list of caption words (colours, shapes, digits, directions): non-empty, known, no repeats."""
+    if len(names) == 0:
+        raise ValueError(f"need at least one {kind}")
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown {kind} {name!r}; expected one of {list(known)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate {kind} in {tuple(names)}")
+
+
 class CaptionedVideos:
     """What every captioned dataset offers on top of ``videos (N, T, C, H, W)``, ``captions`` and ``fps``:
     frame times, buckets (the videos sharing a caption) and their captions."""

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Shared with shapes so both data sets bounce, start and time their frames the same way.
-from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of, frame_times
+from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of, check_names, frame_times
 from tempoflow.data.shapes import (
     CLEAR_FRAMES,
     NORMAL_SPEED,
@@ -94,8 +94,8 @@ class DigitsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_names("digit", self.digits, DIGITS)
-        _check_names("direction", self.directions, DIRECTIONS)
+        check_names("digit", self.digits, DIGITS)
+        check_names("direction", self.directions, DIRECTIONS)
         checks = [
             (
                 all(len(p) == 2 and p[0] in DIGITS and p[1] in DIRECTIONS for p in self.heldout_pairs),
@@ -130,16 +130,6 @@ class DigitsConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-
-def _check_names(kind: str, names, known) -> None:
-    if len(names) == 0:
-        raise ValueError(f"need at least one {kind}")
-    for name in names:
-        if name not in known:
-            raise ValueError(f"unknown {kind} {name!r}; expected one of {list(known)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate {kind} in {tuple(names)}")
 
 
 @functools.lru_cache(maxsize=1)

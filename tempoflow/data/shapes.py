@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of, frame_times
+from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of, check_names, frame_times
 
 PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (1.0, 0.0, 0.0),
@@ -87,9 +87,9 @@ class ShapesConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_names("colour", self.colours, PALETTE)
-        _check_names("shape", self.shapes, SHAPES)
-        _check_names("direction", self.directions, DIRECTIONS)
+        check_names("colour", self.colours, PALETTE)
+        check_names("shape", self.shapes, SHAPES)
+        check_names("direction", self.directions, DIRECTIONS)
         lo, hi = self.size_range
         checks = [
             (all(len(p) == 2 and p[0] in PALETTE and p[1] in SHAPES for p in self.heldout_pairs),
@@ -110,16 +110,6 @@ class ShapesConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-
-def _check_names(kind: str, names, known) -> None:
-    if len(names) == 0:
-        raise ValueError(f"need at least one {kind}")
-    for name in names:
-        if name not in known:
-            raise ValueError(f"unknown {kind} {name!r}; expected one of {list(known)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate {kind} in {tuple(names)}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -54,6 +54,18 @@ def trajectory_generators(stream: int, seed: int, start: int, stop: int) -> list
         np.random.SeedSequence([stream, seed, i]).generate_state(1, np.uint64)[0] for i in range(start, stop)
     )
     return [torch.Generator().manual_seed(int(s)) for s in states]
+
+
+def simulate_in_chunks(
+    stream: int, seed: int, n: int, chunk: int, simulate: Callable[[list[torch.Generator]], Tensor]
+) -> Tensor:
+    """Trajectories ``0..n-1`` simulated ``chunk`` at a time (bounded memory); ``simulate`` maps the
+    chunk's generators (:func:`trajectory_generators`) to ``(m, T, C, H, W)`` on the CPU. Returns
+    ``(n, T, C, H, W)``, independent of ``chunk``."""
+    return torch.cat([
+        simulate(trajectory_generators(stream, seed, start, min(n, start + chunk)))
+        for start in range(0, n, chunk)
+    ])
 
 
 def config_from_kwargs(cls: type[ConfigT], kwargs: dict[str, Any]) -> ConfigT:

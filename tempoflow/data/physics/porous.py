@@ -36,8 +36,8 @@ from tempoflow.data.physics.common import (
     cfl_counts,
     check_sizes,
     output_times,
+    simulate_in_chunks,
     substep_dts,
-    trajectory_generators,
 )
 from tempoflow.data.physics.permeability import MaternField, sample_log_permeability
 
@@ -337,11 +337,11 @@ def simulate_porous(
     cfg = cfg or PorousConfig()
     check_sizes(n, size, n_times, min_size=2)
     times = output_times(cfg.t_end, n_times)
-    chunks = []
-    for start in range(0, n, cfg.chunk):
-        generators = trajectory_generators(POROUS_STREAM, seed, start, min(n, start + cfg.chunk))
+
+    def simulate(generators: list[torch.Generator]) -> Tensor:
         log_k = sample_log_permeability(generators, size, cfg.permeability).to(device)
         solution = solve_porous(log_k, times, cfg)
         fields = [solution.saturation, solution.pressure] if cfg.with_pressure else [solution.saturation]
-        chunks.append(torch.stack(fields, 2).float().cpu())  # (m, T, C, H, W)
-    return torch.cat(chunks)
+        return torch.stack(fields, 2).float().cpu()  # (m, T, C, H, W)
+
+    return simulate_in_chunks(POROUS_STREAM, seed, n, cfg.chunk, simulate)

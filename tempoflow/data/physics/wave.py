@@ -37,8 +37,8 @@ from tempoflow.data.physics.common import (
     cfl_counts,
     check_sizes,
     output_times,
+    simulate_in_chunks,
     substep_dts,
-    trajectory_generators,
 )
 
 __all__ = [
@@ -302,11 +302,9 @@ def simulate_wave(
     times = output_times(cfg.t_end, n_times)
     dtype = torch.float64 if cfg.float64 else torch.float32
     u_0 = initial_bump(size, cfg.bump_sharpness, dtype)
-    chunks = []
-    for start in range(0, n, cfg.chunk):
-        c = sample_speed(
-            trajectory_generators(WAVE_STREAM, seed, start, min(n, start + cfg.chunk)), size, cfg
-        )
-        solution = solve_wave(c.to(device=device, dtype=dtype), u_0.to(device), times, cfl=cfg.cfl)
-        chunks.append(solution.u.float().unsqueeze(2).cpu())  # (m, T, 1, H, W)
-    return torch.cat(chunks)
+
+    def simulate(generators: list[torch.Generator]) -> Tensor:
+        c = sample_speed(generators, size, cfg).to(device=device, dtype=dtype)
+        return solve_wave(c, u_0.to(device), times, cfl=cfg.cfl).u.float().unsqueeze(2).cpu()  # (m, T, 1, H, W)
+
+    return simulate_in_chunks(WAVE_STREAM, seed, n, cfg.chunk, simulate)

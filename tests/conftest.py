@@ -7,6 +7,16 @@ import torch
 
 from tempoflow.config import load_config
 
+# A video WAE small enough for the default suite (tests of video_wae and of align, which needs one).
+TINY_VIDEO_WAE = [
+    "method=video_wae",
+    "video_wae.width=8",
+    "video_wae.multipliers=[1, 2]",
+    "video_wae.d_z=16",
+    "video_wae.disc_width=8",
+    "video_wae.disc_layers=2",
+    "video_wae.latent_disc_width=32",
+]
 TINY = [
     "text.encoder=hashing",
     "text.dim=16",
@@ -46,3 +56,17 @@ def tiny_cfg(tmp_path):
         return load_config(None, [*TINY, f"out_dir={tmp_path / 'run'}", *overrides])
 
     return make
+
+
+def overfit_l1(method, batch: dict, steps: int, lr: float = 3e-3) -> tuple[float, float]:
+    """Train ``method`` on one fixed ``batch`` with AdamW for ``steps`` steps; its reported ``l1`` at the
+    first and the last step (an autoencoder that can learn must drive it down)."""
+    opt = torch.optim.AdamW(method.parameters(), lr=lr)
+    l1 = []
+    for i in range(steps):
+        out = method.loss(batch, torch.Generator().manual_seed(i))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        l1.append(out["l1"].item())
+    return l1[0], l1[-1]

@@ -26,16 +26,8 @@ from tempoflow.text.augment import vocabulary_of
 from tempoflow.train.run import build_method, train
 
 from .conftest import TINY
+from .conftest import TINY_VIDEO_WAE as VW
 
-VW = [
-    "method=video_wae",
-    "video_wae.width=8",
-    "video_wae.multipliers=[1, 2]",
-    "video_wae.d_z=16",
-    "video_wae.disc_width=8",
-    "video_wae.disc_layers=2",
-    "video_wae.latent_disc_width=32",
-]
 SMALL_ALIGN = ["method=align", "align.hidden=32", "align.shared_dim=8", "align.disc_width=16"]
 
 

@@ -30,7 +30,8 @@ from tempoflow.nets.discriminator import (
 from tempoflow.nets.video_autoencoder import VGG_LAYOUTS, load_vgg_features, temporal_strides
 from tempoflow.train.run import build_method, train
 
-from .conftest import TINY
+from .conftest import TINY, overfit_l1
+from .conftest import TINY_VIDEO_WAE as VW
 
 AE = [
     "method=autoencoder",
@@ -45,15 +46,6 @@ WAE = [
     "autoencoder.disc_width=8",
     "autoencoder.disc_layers=2",
     "autoencoder.latent_disc_width=16",
-]
-VW = [
-    "method=video_wae",
-    "video_wae.width=8",
-    "video_wae.multipliers=[1, 2]",
-    "video_wae.d_z=16",
-    "video_wae.disc_width=8",
-    "video_wae.disc_layers=2",
-    "video_wae.latent_disc_width=32",
 ]
 
 
@@ -229,16 +221,8 @@ def test_video_wae_overfits_one_batch():
     wae = build_method(cfg)
     from tempoflow.data import load_dataset
 
-    batch = {"video": load_dataset(cfg.data, "train").videos[:2]}
-    opt = torch.optim.AdamW(wae.parameters(), lr=3e-3)
-    first = None
-    for i in range(30):
-        out = wae.loss(batch, torch.Generator().manual_seed(i))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        first = first if first is not None else out["l1"].item()
-    assert out["l1"].item() < 0.5 * first
+    first, last = overfit_l1(wae, {"video": load_dataset(cfg.data, "train").videos[:2]}, steps=30)
+    assert last < 0.5 * first
     assert wae.latent_std.item() != 1.0
 
 

@@ -61,7 +61,7 @@ def data_overrides(dataset: str, resolution: int) -> list[str]:
     return [f"data.{dataset}.resolution={resolution}"]
 
 
-def train_video_wae(dataset: str, out: Path, steps: int, common: list[str]) -> tuple[Path, float]:
+def train_video_wae(dataset: str, out: Path, steps: int | None, common: list[str]) -> tuple[Path, float]:
     """The frozen video space: trained once, reused when ``out`` already holds the run."""
     run = out / f"{dataset}_video_wae"
     if (run / "checkpoints" / "latest").is_file():
@@ -70,7 +70,8 @@ def train_video_wae(dataset: str, out: Path, steps: int, common: list[str]) -> t
     train(
         load_config(
             f"configs/{dataset}_video_wae.yaml",
-            [*common, f"out_dir={run}", f"train.steps={steps}", f"train.checkpoint_every={steps}"],
+            [*common, f"out_dir={run}",
+             *([f"train.steps={steps}", f"train.checkpoint_every={steps}"] if steps else [])],
         )
     )
     return run, time.perf_counter() - t0
@@ -151,8 +152,9 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["shapes", "digits"], choices=["shapes", "digits"])
     p.add_argument("--objectives", nargs="+", default=list(ALIGN_OBJECTIVES), choices=ALIGN_OBJECTIVES)
     p.add_argument("--steps", type=int, default=150, help="training steps of every alignment run")
-    p.add_argument("--wae-steps", type=int, default=1000, help="training steps of the video WAE")
-    p.add_argument("--resolution", type=int, default=16, help="frame side in pixels (configs: 32)")
+    p.add_argument("--wae-steps", type=int, default=None,
+                   help="training steps of the video WAE (default: its config's, 12,000 shapes / 8,000 digits)")
+    p.add_argument("--resolution", type=int, default=16, help="frame side in pixels (configs: 16)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/align_experiments")
     args = p.parse_args()

@@ -253,8 +253,13 @@ class VLFMConfig:
     # the path's marginal at t+h); "ode" rescales the residual by σ_{t+h}/σ_t (the deterministic flow),
     # which multiplies the network's error by up to 1/σ_min next to every frame.
     rising_noise: str = "fresh"
+    # prediction="data" only — weight of the change head's squared error against the mean's. The change
+    # μ̄'(t)/fps is all the motion a sample gets (the state carries only the current frame), yet at weight 1
+    # it is a few percent of the loss and the head regresses to ~0 (README "VLFM": static videos).
+    change_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        _require(self.change_weight > 0, f"vlfm.change_weight must be > 0, got {self.change_weight}")
         _require(self.rising_noise in ("fresh", "ode"),
                  f"vlfm.rising_noise must be 'fresh' or 'ode', got {self.rising_noise!r}")
         _require(self.order >= 1, f"vlfm.order must be >= 1, got {self.order}")
@@ -336,12 +341,16 @@ class AlignConfig:
     alpha: float = 2.0  # bucket loss: weight of the direct text–video pair, eq. (4)
     lambda_pos: float = 1.0
     lambda_neg: float = 1.0
+    # inter-bucket term of eq. (4): "printed" (Σ / |B_i|, collapses: tempoflow.methods.contrastive) or "mean"
+    bucket_negatives: str = "printed"
     noise_p: float = 0.15  # noise-word insertion probability per gap (appendix C.3.3); 0 = off
     disc_width: int = 256  # hidden width of D_s (the paper's D_s has 133K weights at d = 64)
 
     def __post_init__(self) -> None:
         _require(self.objective in ALIGN_OBJECTIVES,
                  f"align.objective must be one of {ALIGN_OBJECTIVES}, got {self.objective!r}")
+        _require(self.bucket_negatives in ("printed", "mean"),
+                 f"align.bucket_negatives must be 'printed' or 'mean', got {self.bucket_negatives!r}")
         for name in ("shared_dim", "hidden", "disc_width"):
             _require(getattr(self, name) >= 1, f"align.{name} must be >= 1, got {getattr(self, name)}")
         _require(0.0 <= self.dropout < 1.0, f"align.dropout must be in [0, 1), got {self.dropout}")

@@ -17,13 +17,15 @@ def _generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _bucket_loss_loop(text, video, bucket_ids, alpha, lambda_pos, lambda_neg) -> float:
-    """Eq. (4) of paper 002 typed term by term with Python loops over (i, j): the reference."""
+def _bucket_loss_loop(text, video, bucket_ids, alpha, lambda_pos, lambda_neg, negatives="printed") -> float:
+    """Eq. (4) of paper 002 typed term by term with Python loops over (i, j): the reference.
+    ``negatives="mean"`` divides caption i's inter-bucket sum by its number of inter-bucket videos."""
     n = len(text)
     ids = bucket_ids.tolist()
     negative, positive = 0.0, 0.0
     for i in range(n):
         bucket = [j for j in range(n) if ids[j] == ids[i]]  # B_i
+        others = n - len(bucket)
         for j in range(n):
             cos = float(torch.dot(text[i], video[j]) / (text[i].norm() * video[j].norm()))
             s_ij = (cos + 1.0) / 2.0
@@ -31,7 +33,7 @@ def _bucket_loss_loop(text, video, bucket_ids, alpha, lambda_pos, lambda_neg) ->
                 weight = alpha if i == j else 1.0
                 positive += weight * s_ij / len(bucket)
             else:
-                negative += s_ij / len(bucket)
+                negative += s_ij / (len(bucket) if negatives == "printed" else others)
     return lambda_neg / n * negative + lambda_pos / n * (alpha - positive)
 
 
@@ -52,6 +54,36 @@ def test_bucket_loss_matches_the_double_loop_of_eq_4(ids, alpha, lambda_pos, lam
     got = bucket_loss(text, video, bucket_ids, alpha=alpha, lambda_pos=lambda_pos, lambda_neg=lambda_neg)
     want = _bucket_loss_loop(text, video, bucket_ids, alpha, lambda_pos, lambda_neg)
     assert float(got) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("ids", [[0, 0, 1, 2, 2, 2, 3, 1], [5, 5, 5, 5], [0, 1, 2, 3, 4]])
+def test_bucket_loss_with_mean_negatives_matches_the_double_loop(ids):
+    g = _generator(3)
+    text = torch.randn(len(ids), 6, generator=g, dtype=torch.float64)
+    video = torch.randn(len(ids), 6, generator=g, dtype=torch.float64)
+    bucket_ids = torch.tensor(ids)
+    got = bucket_loss(text, video, bucket_ids, alpha=2.0, negatives="mean")
+    want = _bucket_loss_loop(text, video, bucket_ids, 2.0, 1.0, 1.0, negatives="mean")
+    assert float(got) == pytest.approx(want, abs=1e-12)
+
+
+def test_printed_bucket_loss_prefers_the_collapse_and_mean_negatives_do_not():
+    # Eight captions of eight buckets. "Aligned": text i = video i = e_i (S_ii = 1, S_ij = 1/2).
+    # "Collapsed": every video u, every text −u (S = 0 everywhere, the direct pairs included).
+    # By hand, B = 8, α = 2: printed — aligned 7·½ − (16 − 2)/8 = 1.75, collapsed 2/8 = 0.25;
+    # mean — aligned ½ − 1.75 = −1.25, collapsed 0.25. Training on digits found the printed collapse.
+    eye = torch.eye(8, dtype=torch.float64)
+    ids = torch.arange(8)
+    u = torch.zeros(8, dtype=torch.float64)
+    u[0] = 1.0
+    collapsed_text, collapsed_video = -u.expand(8, 8), u.expand(8, 8)
+    for negatives, aligned_want, collapsed_want in (("printed", 1.75, 0.25), ("mean", -1.25, 0.25)):
+        aligned = float(bucket_loss(eye, eye, ids, alpha=2.0, negatives=negatives))
+        collapsed = float(bucket_loss(collapsed_text, collapsed_video, ids, alpha=2.0, negatives=negatives))
+        assert aligned == pytest.approx(aligned_want, abs=1e-12)
+        assert collapsed == pytest.approx(collapsed_want, abs=1e-12)
+    with pytest.raises(ValueError, match="negatives"):
+        bucket_loss(eye, eye, ids, negatives="sum")
 
 
 def test_bucket_loss_with_distinct_buckets_is_linear_not_infonce():

@@ -176,3 +176,35 @@ def test_vlfm_end_to_end_through_the_cli(tmp_path):
                 "time_baseline_hold_last_psnr_extrapolated_db"):
         assert key in m["train"]
     assert m["time_grid_fps"] == 16 and "PSNR at any time" in (ev / "report.html").read_text()
+
+
+class ZeroNet(nn.Module):
+    """F_θ ≡ 0: the data-prediction loss is then the mean square of each target half."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, drop=None, **cond):
+        C = x.shape[2]
+        return torch.zeros(x.shape[0], 1, 2 * C, *x.shape[3:]) + 0 * self.anchor
+
+
+@pytest.mark.parametrize("weight", [1.0, 5.0])
+def test_change_weight_scales_the_change_half_of_the_data_loss(weight):
+    # Reference: frames linear in time, u(t) = a + b t, are reproduced exactly by lstsq (degree 1 < s),
+    # so with F ≡ 0 the change half is mean((b / fps)²) whatever t, and the mean half is > 0.
+    cfg = load_config(None, [*TINY, *VLFM, "vlfm.prediction=data", f"vlfm.change_weight={weight}"])
+    method = build_method(cfg)
+    method.net = ZeroNet()
+    N = method.num_frames
+    a = torch.rand(1, 1, 3, 16, 16) * 0.5
+    b = torch.rand(1, 1, 3, 16, 16) * 0.4  # per second
+    video = a + b * method.frame_times.view(1, N, 1, 1, 1)  # (1, N, 3, 16, 16) in [0, 1]
+    terms = method.loss({"video": video, "caption": ["a red circle moves left"]}, torch.Generator().manual_seed(0))
+    latents = method.codec.encode(video)  # (1, N, *latent): affine in the frames, so still linear in t
+    change = (latents[:, 1] - latents[:, 0])  # one frame's change = b_latent / fps
+    assert float(terms["change_error"]) == pytest.approx(float(change.square().mean()), rel=1e-4)
+    assert float(terms["mean_error"]) > 0
+    want = (terms["mean_error"] + weight * terms["change_error"]) / 2
+    assert float(terms["loss"].detach()) == pytest.approx(float(want), rel=1e-6)

@@ -233,7 +233,8 @@ class Align(Method):
         zero = z_2.new_zeros((), dtype=torch.float32)
         if objective.endswith("bucket"):
             game = adversarial_terms(self.shared_disc, z_1.detach(), z_2, paired=False)  # L_{D_s}
-            bucket = bucket_loss(z_2.float(), z_1.float(), bucket_ids, a.alpha, a.lambda_pos, a.lambda_neg)
+            bucket = bucket_loss(z_2.float(), z_1.float(), bucket_ids, a.alpha, a.lambda_pos, a.lambda_neg,
+                                 a.bucket_negatives)
             return {
                 "divergence": game.generator_loss + bucket,
                 "bucket": bucket.detach(),

@@ -24,6 +24,7 @@ __all__ = ["VICRegTerms", "bucket_loss", "byol_loss", "cosine_matrix", "info_nce
 BUCKET_ALPHA = 2.0  # weight of the direct text–video pair inside its bucket
 BUCKET_LAMBDA_POS = 1.0
 BUCKET_LAMBDA_NEG = 1.0
+BUCKET_NEGATIVES = ("printed", "mean")  # normalisation of the inter-bucket term (bucket_loss)
 CLIP_TEMPERATURE = 0.07  # CLIP's initial temperature (logit scale 1 / 0.07)
 # Bardes et al. 2022, §4: λ = μ = 25, ν = 1, γ = 1, ε = 1e-4.
 VICREG_SIM_COEFF = 25.0
@@ -60,6 +61,7 @@ def bucket_loss(
     alpha: float = BUCKET_ALPHA,
     lambda_pos: float = BUCKET_LAMBDA_POS,
     lambda_neg: float = BUCKET_LAMBDA_NEG,
+    negatives: str = "printed",
 ) -> Tensor:
     """Bucket contrastive loss for the one-to-many case, paper 002 eq. (4)::
 
@@ -73,12 +75,22 @@ def bucket_loss(
     As printed, ``α`` stands once outside the sum over ``i``; reading it per caption,
     ``Σ_i (α − …)``, would add the constant ``λ_pos α (B − 1) / B`` and leave every gradient unchanged.
 
+    ``negatives`` says how the inter-bucket term of each caption is normalised. ``"printed"`` divides its
+    sum by ``|B_i|`` as eq. (4) is printed. With many buckets in a batch that sum has ~B terms against
+    the ≤ α + |B_i| − 1 of the positives, and the loss is linear in cos: for caption ``i`` it is
+    ``t̂_i · (Σ_{j∉B_i} v̂_j − Σ_{j∈B_i} λ_ij v̂_j) / (2|B_i|)``, minimised by collapsing every video code to one
+    direction and every text code to the opposite one (then S = 0 for all pairs, positives included).
+    Training on digits reaches exactly that (README "Align"). ``"mean"`` averages the inter-bucket
+    similarities instead, Σ_{j∉B_i} S_ij / |{j ∉ B_i}|, so that the two terms weigh alike and aligned
+    buckets beat the collapse.
+
     Args:
         text: ``(B, D)`` shared-space text embeddings ``z_t^s``.
         video: ``(B, D)`` shared-space video embeddings ``z_v^s``; row ``i`` is text ``i``'s direct match.
         bucket_ids: ``(B,)`` integer bucket (caption) ids of the rows.
         alpha: weight ``α`` of the direct pair (appendix C.3: 2).
         lambda_pos, lambda_neg: weights of the intra- and inter-bucket terms (appendix C.3: 1, 1).
+        negatives: ``"printed"`` or ``"mean"`` (above).
 
     Returns:
         0-dim tensor.
@@ -94,9 +106,14 @@ def bucket_loss(
     same = bucket_ids[:, None] == bucket_ids[None, :]  # (B, B) j ∈ B_i
     bucket_size = same.sum(dim=1).to(s.dtype)  # (B,) |B_i| ≥ 1, the diagonal is always in
     weight = torch.ones_like(s).fill_diagonal_(alpha)  # (B, B) λ_ij
-    negatives = (s * ~same).sum(dim=1) / bucket_size  # (B,)
+    if negatives not in BUCKET_NEGATIVES:
+        raise ValueError(f"negatives must be one of {BUCKET_NEGATIVES}, got {negatives!r}")
+    if negatives == "printed":
+        inter = (s * ~same).sum(dim=1) / bucket_size  # (B,)
+    else:  # a caption whose bucket fills the batch has no negatives: its term is 0
+        inter = (s * ~same).sum(dim=1) / (~same).sum(dim=1).clamp_min(1).to(s.dtype)  # (B,)
     positives = (weight * s * same).sum(dim=1) / bucket_size  # (B,)
-    return lambda_neg / batch * negatives.sum() + lambda_pos / batch * (alpha - positives.sum())
+    return lambda_neg / batch * inter.sum() + lambda_pos / batch * (alpha - positives.sum())
 
 
 def info_nce(text: Tensor, video: Tensor, temperature: float | Tensor = CLIP_TEMPERATURE) -> Tensor:

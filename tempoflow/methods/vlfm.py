@@ -113,7 +113,14 @@ class VideoLatentFlow(Method):
         captions = [c for c in batch["caption"] for _ in range(v.times_per_video)]
         drop = rand((BK,), generator, H) < v.caption_dropout  # (BK,)
         out = self.net(x.view(BK, 1, *self.latent_shape), t, drop=drop, **self.encode_text(captions, H.device))
-        return {"loss": (out.float().flatten(1) - target).square().mean()}
+        error = (out.float().flatten(1) - target).square()  # (BK, d) or (BK, 2d)
+        if v.objective == "direct" or v.prediction == "velocity":
+            return {"loss": error.mean()}
+        C = self.latent_shape[0]
+        error = error.view(BK, 2, C, -1)  # channel halves: (μ̄, μ̄'/fps)
+        mean_error, change_error = error[:, 0].mean(), error[:, 1].mean()
+        return {"loss": (mean_error + v.change_weight * change_error) / 2, "mean_error": mean_error.detach(),
+                "change_error": change_error.detach()}
 
     def check_times(self, times: Tensor | list[float] | None) -> Tensor:
         """Requested output times (seconds), 1-D, positive, strictly increasing; default: the frame times."""

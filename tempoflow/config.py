@@ -327,7 +327,7 @@ ALIGN_OBJECTIVES = ("progressive_bucket", "direct_bucket", "direct_infonce", "cl
 @dataclass(frozen=True)
 class AlignConfig:
     """Text–video latent alignment ``align`` (seed 002 §3, appendix C.3.3; DESIGN §6). Weights are the
-    paper's; its norms are sums, ours are means over elements (the ratios between terms carry over)."""
+    paper's, on its norms: eq. (2)'s L1 terms are sums over a sample's elements (``reduction``)."""
 
     video_path: str = ""  # a trained video_wae run: the frozen video space E_v, G
     objective: str = "progressive_bucket"  # see ALIGN_OBJECTIVES
@@ -341,6 +341,9 @@ class AlignConfig:
     alpha: float = 2.0  # bucket loss: weight of the direct text–video pair, eq. (4)
     lambda_pos: float = 1.0
     lambda_neg: float = 1.0
+    # eq. (2)'s ‖·‖₁: "sum" over each sample's elements (the paper) or "mean" over elements. With means the
+    # 64-d shared term outweighs the 6,144-pixel term ~100x more than in the paper, and codes collapse.
+    reduction: str = "sum"
     # inter-bucket term of eq. (4): "printed" (Σ / |B_i|, collapses: tempoflow.methods.contrastive) or "mean"
     bucket_negatives: str = "printed"
     noise_p: float = 0.15  # noise-word insertion probability per gap (appendix C.3.3); 0 = off
@@ -349,6 +352,7 @@ class AlignConfig:
     def __post_init__(self) -> None:
         _require(self.objective in ALIGN_OBJECTIVES,
                  f"align.objective must be one of {ALIGN_OBJECTIVES}, got {self.objective!r}")
+        _require(self.reduction in ("sum", "mean"), f"align.reduction must be 'sum' or 'mean', got {self.reduction!r}")
         _require(self.bucket_negatives in ("printed", "mean"),
                  f"align.bucket_negatives must be 'printed' or 'mean', got {self.bucket_negatives!r}")
         for name in ("shared_dim", "hidden", "disc_width"):

@@ -143,16 +143,23 @@ def test_bucket_term_uses_the_batch_captions(wae_run):
     assert torch.allclose(out["bucket"], bucket_loss(z_2, z_1, ids, alpha=2.0))
 
 
-def test_direct_cost_is_eq2_with_identity_shared_autoencoder(wae_run):
-    """With ``E_s = G_s = identity`` eq. (2)'s video-code terms are ``2 ‖z_v − M(z_t)‖₁`` exactly."""
-    method = _align(wae_run, "align.objective=direct_bucket").eval()
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_direct_cost_is_eq2_with_identity_shared_autoencoder(wae_run, reduction):
+    """With ``E_s = G_s = identity`` eq. (2)'s video-code terms are ``2 ‖z_v − M(z_t)‖₁`` exactly; "sum"
+    is the paper's norm per sample (then averaged over the batch), "mean" averages over elements."""
+    method = _align(wae_run, "align.objective=direct_bucket", f"align.reduction={reduction}").eval()
     batch = _batch(method)
     with torch.no_grad():
         z_v = method.encode_videos(batch["video"])
         z_2 = method.mapping(method.caption_vectors(batch["caption"], torch.device("cpu")))
         terms = method.cost(method.shared_encoder(z_v), z_2, z_v, batch["video"])
-    assert torch.allclose(terms["feature"], 2 * (z_v - z_2).abs().mean())
-    assert torch.allclose(terms["shared"], (z_v - z_2).abs().mean())
+        x = batch["video"].transpose(1, 2) * 2 - 1
+        y_1, y_2 = method.decode_raw(z_v), method.decode_raw(z_2)
+    B = z_v.shape[0]
+    norm = (lambda e: e.reshape(B, -1).sum(1).mean()) if reduction == "sum" else (lambda e: e.mean())
+    assert torch.allclose(terms["feature"], 2 * norm((z_v - z_2).abs()))
+    assert torch.allclose(terms["shared"], norm((z_v - z_2).abs()))
+    assert torch.allclose(terms["pixel"], norm((y_1 - x).abs()) + norm((y_2 - x).abs()), rtol=1e-5)
 
 
 def test_discriminator_terms_reach_disjoint_parameters(wae_run):

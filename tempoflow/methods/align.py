@@ -15,7 +15,8 @@ mapping ``M: z_t → z_s``; the shared autoencoder ``E_s: z_v → z_s``, ``G_s: 
 ``L_{D_s}`` is feature matching through ``D_s`` (as the video WAE's eq. A.4: the paper removes the
 min-max), ``BCE(D_s)`` trains ``D_s`` alone (eq. A.5; ``tempoflow.nets.discriminator`` keeps the two
 gradients apart). Bucket ids come from the ORIGINAL captions of the batch: equal caption, same bucket.
-Norms are means over elements; pixels are compared in the decoder's [-1, 1] range, before the clamp,
+Norms are the paper's sums over each sample's elements (``align.reduction="sum"``; "mean" averages over
+elements instead, which tilts eq. (2) towards the shared term); pixels are compared in the decoder's [-1, 1] range, before the clamp,
 so that a pixel predicted far outside [0, 1] still gets a gradient. Generation is deterministic, as
 the paper's encoders are: ``v = G(G_s(M(E_t(t))))``.
 
@@ -219,12 +220,20 @@ class Align(Method):
     def cost(self, z_1: Tensor, z_2: Tensor, z_v: Tensor, videos: Tensor) -> dict[str, Tensor]:
         """The terms of eq. (2), unweighted, each a mean L1: shared ``‖z_1 − z_2‖``, ``feature`` (the
         three ``G_s`` terms) and ``pixel`` (the two decoded videos against ``videos`` ``(B, T, C, H, W)``)."""
+        l1 = self.l1
         v_1, v_2 = self.shared_decoder(z_1), self.shared_decoder(z_2)  # (B, d_z) each
-        feature = (v_1 - v_2).abs().mean() + (v_1 - z_v).abs().mean() + (v_2 - z_v).abs().mean()
+        feature = l1(v_1, v_2) + l1(v_1, z_v) + l1(v_2, z_v)
         x = videos.transpose(1, 2) * 2 - 1  # (B, C, T, H, W) in [-1, 1], the decoder's range
         y_1, y_2 = self.decode_raw(torch.cat([v_1, v_2])).float().chunk(2)  # (B, C, T, H, W) each
-        pixel = (y_1 - x).abs().mean() + (y_2 - x).abs().mean()
-        return {"shared": (z_1 - z_2).abs().mean(), "feature": feature, "pixel": pixel}
+        return {"shared": l1(z_1, z_2), "feature": feature, "pixel": l1(y_1, x) + l1(y_2, x)}
+
+    def l1(self, a: Tensor, b: Tensor) -> Tensor:
+        """``‖a − b‖₁`` of eq. (2) for batches ``(B, ...)``: summed over each sample's elements and averaged
+        over the batch (``align.reduction="sum"``, the paper's norm), or averaged over every element
+        ("mean"), which weighs a 64-d code as much as a 6,144-pixel clip and so shifts the balance the
+        paper's λs set towards the shared term (README "Align")."""
+        error = (a - b).abs()
+        return error.flatten(1).sum(1).mean() if self.cfg.reduction == "sum" else error.mean()
 
     def alignment(self, z_1: Tensor, z_2: Tensor, bucket_ids: Tensor) -> dict[str, Tensor]:
         """The objective's alignment term ``divergence`` (𝒟_s of eq. 3, or a baseline's loss) and

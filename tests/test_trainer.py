@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -130,3 +131,30 @@ def test_lr_schedule_warmup_then_cosine():
     f = lr_lambda(TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1))
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
+
+
+def test_each_discriminator_is_clipped_on_its_own():
+    # A generator gradient of norm 1000 and a discriminator gradient of norm 0.5, clip 1: clipped as one
+    # vector the discriminator's would shrink 1000-fold; per group (clip_groups) it is left as it is.
+    from torch import nn
+
+    from tempoflow.nets.discriminator import LatentDiscriminator
+    from tempoflow.train.trainer import clip_groups
+
+    model = nn.ModuleDict({"gen": nn.Linear(4, 4), "disc": LatentDiscriminator(4, 8)})
+    groups = clip_groups(model)
+    disc_ids = {id(p) for p in model["disc"].parameters()}
+    assert len(groups) == 2 and {id(p) for p in groups[0]} == disc_ids
+    assert {id(p) for g in groups for p in g} == {id(p) for p in model.parameters()}
+    for p in model["gen"].parameters():
+        p.grad = torch.full_like(p, 1000.0 / math.sqrt(20))  # 20 generator weights: norm 1000
+    disc_params = list(model["disc"].parameters())
+    n = sum(p.numel() for p in disc_params)
+    for p in disc_params:
+        p.grad = torch.full_like(p, 0.5 / math.sqrt(n))  # norm 0.5
+    for g in groups:
+        torch.nn.utils.clip_grad_norm_(g, 1.0)
+    disc_norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in disc_params]))
+    gen_norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model["gen"].parameters()]))
+    assert float(disc_norm) == pytest.approx(0.5, rel=1e-5)
+    assert float(gen_norm) == pytest.approx(1.0, rel=1e-5)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from tempoflow.config import TrainConfig
 from tempoflow.errors import CheckpointError, TrainingError
 from tempoflow.methods.base import Method
+from tempoflow.nets.discriminator import LatentDiscriminator, PatchDiscriminator
 from tempoflow.train.checkpoint import LATEST, STATE, commit_checkpoint, learned_state, staging_dir
 
 
@@ -109,6 +110,20 @@ def resolve_mixed_precision(setting: str, device: str) -> str:
     return setting
 
 
+def clip_groups(method: nn.Module) -> list[list[nn.Parameter]]:
+    """Trainable parameters split by player: one group per discriminator, one for everything else.
+
+    Each group's gradient norm is clipped on its own: a discriminator's BCE gradient must not be
+    shrunk by the generator's (eq. (2) of the align method sums over thousands of pixels) nor the
+    other way round. A method without discriminators has one group.
+    """
+    discs = [m for m in method.modules() if isinstance(m, (PatchDiscriminator, LatentDiscriminator))]
+    in_disc = {id(p) for d in discs for p in d.parameters()}
+    groups = [[p for p in d.parameters() if p.requires_grad] for d in discs]
+    groups.append([p for p in method.parameters() if p.requires_grad and id(p) not in in_disc])
+    return [g for g in groups if g]
+
+
 class Trainer:
     """Trains a ``Method`` on an in-memory video dataset (``videos`` (N, T, C, H, W), ``captions``).
 
@@ -152,6 +167,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.method, self.optimizer, self.scheduler = self.accelerator.prepare(method, self.optimizer, self.scheduler)
         self.ema = EMA(self.unwrapped, cfg.ema_decay).to(dev)
+        self.clip_groups = clip_groups(self.unwrapped)
         seed = cfg.seed * 1000 + self.accelerator.process_index  # each process draws its own batches
         self.state = TrainState(
             torch.Generator().manual_seed(seed), torch.Generator(device=dev).manual_seed(seed + 1)
@@ -251,7 +267,8 @@ class Trainer:
             loss = terms["loss"]
             finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
             acc.backward(loss)
-            acc.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
+            for group in self.clip_groups:
+                acc.clip_grad_norm_(group, cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)

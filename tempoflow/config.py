@@ -257,6 +257,9 @@ class VLFMConfig:
     # μ̄'(t)/fps is all the motion a sample gets (the state carries only the current frame), yet at weight 1
     # it is a few percent of the loss and the head regresses to ~0 (README "VLFM": static videos).
     change_weight: float = 1.0
+    # hold μ̄ at the first frame before it (t < 1/fps) instead of the Legendre fit's backward extrapolation,
+    # which carries most of ‖μ̄'‖² there (tempoflow.flows.video_path). False = the paper's path.
+    hold_first_frame: bool = True
 
     def __post_init__(self) -> None:
         _require(self.change_weight > 0, f"vlfm.change_weight must be > 0, got {self.change_weight}")

@@ -152,3 +152,29 @@ def test_bad_input_raises(call, match):
     path, H, z = VideoLatentPath(), torch.zeros(3, 4, 2), torch.zeros(3, 4)
     with pytest.raises(ValueError, match=match):
         call(path, H, z)
+
+
+def test_held_trajectory_before_the_first_frame():
+    # Reference: legendre.reconstruct at the first frame time T/N (constant before it) and
+    # central finite differences of mean() away from the kink at T/N.
+    path = VideoLatentPath(hold_first_frame=True)
+    H = _coefficients()
+    T = torch.tensor([0.5, 1.0, 2.0], dtype=F64)
+    N = 8
+    t = torch.linspace(0.01, 2.5, 61, dtype=F64)  # t > 0: the ramp 1 − e^{−αt} is divided out below
+    t = t[((t[None] - T[:, None] / N).abs() > 1e-3).all(0)]  # off every video's kink
+    first = T / N
+    mean = path.mean(H, t, T, N)  # (3, M, 4)
+    ramp = (1 - torch.exp(-path.alpha * t))[None, :, None]
+    for b in range(3):
+        before, after = t < first[b], t >= first[b]
+        held = reconstruct(H[b : b + 1], first[b : b + 1], T[b])[0]  # (1, 4)
+        torch.testing.assert_close(mean[b, before] / ramp[0, before], held.expand(int(before.sum()), -1))
+        torch.testing.assert_close(mean[b, after], (ramp * reconstruct(H, t, T))[b, after])
+    eps = 1e-6
+    fd = (path.mean(H, t + eps, T, N) - path.mean(H, t - eps, T, N)) / (2 * eps)
+    torch.testing.assert_close(path.d_mean(H, t, T, N), fd, atol=1e-5, rtol=1e-7)
+    z = torch.randn(3, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(path.sample(H, z, torch.zeros(3, dtype=F64), T, N).psi_t, z)  # ψ_0 = z still
+    with pytest.raises(ValueError, match="number of frames"):
+        path.mean(H, t, T)

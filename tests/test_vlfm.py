@@ -12,6 +12,7 @@ from tempoflow.cli import main
 from tempoflow.config import load_config
 from tempoflow.errors import ConfigError
 from tempoflow.flows.legendre import legs_projection, reconstruct, reconstruct_derivative
+from tempoflow.flows.video_path import trajectory
 from tempoflow.train.run import build_method
 
 from .conftest import TINY
@@ -33,13 +34,13 @@ class OracleNet(nn.Module):
         t = t.expand(B) if t.ndim == 0 else t
         H = self.H.expand(B, -1, -1)
         if m.cfg.vlfm.prediction == "data":
-            mean = reconstruct(H, t[:, None], T)[:, 0].view(B, *shape)
-            change = reconstruct_derivative(H, t[:, None], T)[:, 0].view(B, *shape) / m.fps
+            mean, change = trajectory(H, t[:, None], T, m.path.hold_until(T, N))
+            mean, change = mean[:, 0].view(B, *shape), change[:, 0].view(B, *shape) / m.fps
             return torch.cat([mean, change], 1)[:, None]
         # velocity: the conditional field that carries ψ_0 = z along σ_t z + μ_t (Theorem 3.1)
         psi = x.flatten(1)
-        mu = m.path.mean(H, t[:, None], T)[:, 0]
-        d_mu = m.path.d_mean(H, t[:, None], T)[:, 0]
+        mu = m.path.mean(H, t[:, None], T, N)[:, 0]
+        d_mu = m.path.d_mean(H, t[:, None], T, N)[:, 0]
         ratio = (m.path.d_sigma(t, T, N) / m.path.sigma(t, T, N))[:, None]
         return (ratio * (psi - mu) + d_mu).view(B, 1, *shape)
 
@@ -63,7 +64,8 @@ def test_data_prediction_sampler_steps_the_path_exactly(rising_noise):
     method, H = _method_with_oracle("data", "renoise", degree=1, extra=[f"vlfm.rising_noise={rising_noise}"])
     times = torch.tensor([0.05, 0.25, 0.3, 0.61, 1.0, 1.7])  # between frames and past T = 1 s
     out = method.sample(["x"], generator=torch.Generator().manual_seed(1), times=times)
-    truth = reconstruct(H, times, method.duration)  # (1, M, d)
+    hold = method.path.hold_until(method.duration, method.num_frames)  # μ̄ held before the first frame
+    truth = trajectory(H, times, method.duration, hold)[0]  # (1, M, d)
     assert torch.allclose(out.latents.flatten(2), truth, atol=1e-4)
 
 
@@ -99,7 +101,7 @@ def test_rising_noise_keeps_states_on_the_path(rising_noise):
         tt = torch.tensor([t])
         sigma = float(method.path.sigma(tt, T, N))
         if sigma > 0.2:  # between frames; next to one the network's own error (0.05) dominates σ_t
-            mu = method.path.mean(H, tt, T)[0, 0]  # (d,)
+            mu = method.path.mean(H, tt, T, N)[0, 0]  # (d,)
             scale.append(float(((x.flatten(1) - mu) / sigma).std()))
     if rising_noise == "fresh":
         assert len(scale) >= 6 and max(scale) < 1.3 and min(scale) > 0.8, str([round(x, 2) for x in scale])
@@ -117,7 +119,7 @@ def test_velocity_sampler_follows_the_conditional_path(schedule):
     t = method.frame_times
     d = H.shape[1]
     expected = method.path.sigma(t, method.duration, method.num_frames)[:, None] * z.view(1, d) + \
-        method.path.mean(H, t, method.duration)[0]
+        method.path.mean(H, t, method.duration, method.num_frames)[0]
     assert torch.allclose(out.latents.flatten(2)[0], expected, atol=2e-3)
 
 
@@ -194,7 +196,8 @@ class ZeroNet(nn.Module):
 def test_change_weight_scales_the_change_half_of_the_data_loss(weight):
     # Reference: frames linear in time, u(t) = a + b t, are reproduced exactly by lstsq (degree 1 < s),
     # so with F ≡ 0 the change half is mean((b / fps)²) whatever t, and the mean half is > 0.
-    cfg = load_config(None, [*TINY, *VLFM, "vlfm.prediction=data", f"vlfm.change_weight={weight}"])
+    cfg = load_config(None, [*TINY, *VLFM, "vlfm.prediction=data", f"vlfm.change_weight={weight}",
+                             "vlfm.hold_first_frame=false"])
     method = build_method(cfg)
     method.net = ZeroNet()
     N = method.num_frames

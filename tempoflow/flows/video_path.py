@@ -14,6 +14,13 @@ Two noise schedules (``t`` in seconds, ``α`` per second):
   between frames; at the frame times ``sin² = 0`` and ``σ_t = (1 − σ_min) e^{−α t} + σ_min``, i.e. the
   paper's ``σ_min`` only up to ``e^{−α t}``.
 - ``"decay"``: ``σ_t = (1 − σ_min) e^{−α t} + σ_min``, no re-noising.
+
+Before the first frame (``t < T/N``) the Legendre fit extrapolates backwards, and a polynomial of
+degree s − 1 through N points swings hardest just outside them: on shapes (N = 8, s = 6) 84 % of
+``‖μ̄'‖²`` over ``[0, T]`` lies in ``[0, T/N)``, where no frame exists. ``hold_first_frame=True`` holds
+the trajectory there at its first-frame value, ``μ̄(t) = μ̄(T/N)`` and ``μ̄'(t) = 0`` for ``t < T/N``
+(continuous, with a kink at the first frame), so that a network regressing ``μ̄'`` learns motion
+between frames instead of the fit's swing before them. ``False`` keeps the paper's path.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from torch import Tensor
 
 from tempoflow.flows.legendre import reconstruct, reconstruct_derivative
 
-__all__ = ["SIGMA_SCHEDULES", "VideoLatentPath", "VideoPathSample"]
+__all__ = ["SIGMA_SCHEDULES", "VideoLatentPath", "VideoPathSample", "trajectory"]
 
 SIGMA_SCHEDULES = ("renoise", "decay")
 
@@ -68,6 +75,27 @@ def _check_duration(T: float | Tensor, batch: int) -> None:
         raise ValueError(f"the duration T must be a positive finite number of seconds, got {T!r}")
 
 
+def trajectory(H: Tensor, t: Tensor, T: float | Tensor, hold_until: float | Tensor = 0.0) -> tuple[Tensor, Tensor]:
+    """The clean trajectory ``μ̄(t)`` and ``μ̄'(t)`` (per second), held constant before ``hold_until``.
+
+    Args:
+        H: Legendre coefficients ``(B, d, s)``.
+        t: times in seconds, ``(M,)`` or ``(B, M)``.
+        T: durations in seconds, a number or ``(B,)``.
+        hold_until: seconds, a number or a tensor broadcastable against ``t`` (``(B, 1)``); 0 = no hold.
+
+    Returns:
+        ``(μ̄, μ̄')``, each ``(B, M, d)``.
+    """
+    if not isinstance(hold_until, Tensor) and hold_until <= 0:
+        return reconstruct(H, t, T), reconstruct_derivative(H, t, T)
+    held = t < hold_until  # (M,) or (B, M)
+    t_eval = torch.where(held, hold_until, t) if isinstance(hold_until, Tensor) else t.clamp(min=hold_until)
+    mean = reconstruct(H, t_eval, T)
+    derivative = reconstruct_derivative(H, t_eval, T) * (~held).unsqueeze(-1).to(H.dtype)
+    return mean, derivative
+
+
 @dataclass(frozen=True)
 class VideoLatentPath:
     """The VLFM path ``ψ_t = σ_t z + (1 − e^{−α t}) μ̄(t)`` (paper eq. (3), DESIGN §4).
@@ -76,11 +104,13 @@ class VideoLatentPath:
         schedule: ``"renoise"`` (the paper's σ, re-noising between frames) or ``"decay"``.
         sigma_min: the noise floor ``σ_min`` (paper §5.1: 0.01).
         alpha: the decay rate ``α`` in 1/seconds of both ``e^{−α t}`` terms (paper §5.1: 10).
+        hold_first_frame: hold ``μ̄`` at the first frame before it (module docstring); needs ``N``.
     """
 
     schedule: str = "renoise"
     sigma_min: float = 0.01
     alpha: float = 10.0
+    hold_first_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SIGMA_SCHEDULES:
@@ -107,13 +137,24 @@ class VideoLatentPath:
         omega = math.pi * N / T
         return (1.0 - self.sigma_min) * (omega * torch.sin(2.0 * omega * t) + d_decay)
 
-    def mean(self, H: Tensor, t: Tensor, T: float | Tensor) -> Tensor:
+    def hold_until(self, T: float | Tensor, N: int | None) -> float | Tensor:
+        """Seconds before which ``μ̄`` is held: the first frame ``T / N``, or 0 without the hold.
+        A per-video ``T`` ``(B,)`` gives ``(B, 1)``, to broadcast against times ``(B, M)``."""
+        if not self.hold_first_frame:
+            return 0.0
+        if N is None:
+            raise ValueError("hold_first_frame needs the number of frames N")
+        _check_frames(N)
+        return T.unsqueeze(-1) / N if isinstance(T, Tensor) and T.dim() == 1 else T / N
+
+    def mean(self, H: Tensor, t: Tensor, T: float | Tensor, N: int | None = None) -> Tensor:
         """The path centre ``μ_t = (1 − e^{−α t}) μ̄(t)`` at many times.
 
         Args:
             H: Legendre coefficients ``(B, d, s)``.
             t: times in seconds, ``(M,)`` shared by the batch or ``(B, M)``.
             T: durations in seconds, a number or ``(B,)``.
+            N: frames per video (needed with ``hold_first_frame``).
 
         Returns:
             ``(B, M, d)``.
@@ -121,14 +162,15 @@ class VideoLatentPath:
         _check_coefficients(H)
         _check_duration(T, H.shape[0])
         ramp = 1.0 - torch.exp(-self.alpha * t)  # (M,) or (B, M)
-        return ramp.unsqueeze(-1) * reconstruct(H, t, T)
+        return ramp.unsqueeze(-1) * trajectory(H, t, T, self.hold_until(T, N))[0]
 
-    def d_mean(self, H: Tensor, t: Tensor, T: float | Tensor) -> Tensor:
+    def d_mean(self, H: Tensor, t: Tensor, T: float | Tensor, N: int | None = None) -> Tensor:
         """``dμ_t/dt = α e^{−α t} μ̄(t) + (1 − e^{−α t}) μ̄'(t)`` per second; as :meth:`mean`."""
         _check_coefficients(H)
         _check_duration(T, H.shape[0])
         decay = torch.exp(-self.alpha * t).unsqueeze(-1)  # (M, 1) or (B, M, 1)
-        return self.alpha * decay * reconstruct(H, t, T) + (1.0 - decay) * reconstruct_derivative(H, t, T)
+        mean, derivative = trajectory(H, t, T, self.hold_until(T, N))
+        return self.alpha * decay * mean + (1.0 - decay) * derivative
 
     def sample(self, H: Tensor, z: Tensor, t: Tensor, T: float | Tensor, N: int) -> VideoPathSample:
         """Draw ``ψ_t = σ_t z + μ_t`` and its target ``dψ_t/dt = σ'_t z + μ'_t`` (paper §3.3).
@@ -159,6 +201,6 @@ class VideoLatentPath:
         t_col = t.unsqueeze(-1)  # (B, 1): one time per video
         sigma = self.sigma(t_col, T_col, N)  # (B, 1)
         d_sigma = self.d_sigma(t_col, T_col, N)  # (B, 1)
-        mu = self.mean(H, t_col, T).squeeze(-2)  # (B, 1, d) -> (B, d)
-        d_mu = self.d_mean(H, t_col, T).squeeze(-2)  # (B, d)
+        mu = self.mean(H, t_col, T, N).squeeze(-2)  # (B, 1, d) -> (B, d)
+        d_mu = self.d_mean(H, t_col, T, N).squeeze(-2)  # (B, d)
         return VideoPathSample(psi_t=sigma * z + mu, d_psi_t=d_sigma * z + d_mu, t=t, z=z)

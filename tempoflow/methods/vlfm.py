@@ -29,9 +29,9 @@ from tempoflow.config import ExperimentConfig
 from tempoflow.data import frame_rate
 from tempoflow.errors import ConfigError
 from tempoflow.flows.guidance import guided
-from tempoflow.flows.legendre import projection_matrix, reconstruct, reconstruct_derivative
+from tempoflow.flows.legendre import projection_matrix
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
-from tempoflow.flows.video_path import VideoLatentPath
+from tempoflow.flows.video_path import VideoLatentPath, trajectory
 from tempoflow.methods.base import Method, Samples, rand, randn
 from tempoflow.nets.dit import DiT
 from tempoflow.text import TextEncoder
@@ -65,7 +65,8 @@ class VideoLatentFlow(Method):
         # H = framesᵀ W (tempoflow.flows.legendre); W kept on the method's device, not rebuilt per step
         W = projection_matrix(self.num_frames, v.order, v.projection).float()
         self.register_buffer("projection", W, persistent=False)
-        self.path = VideoLatentPath(schedule=v.schedule, sigma_min=v.sigma_min, alpha=v.alpha)
+        self.path = VideoLatentPath(schedule=v.schedule, sigma_min=v.sigma_min, alpha=v.alpha,
+                                    hold_first_frame=v.hold_first_frame)
         # F_θ sees one latent frame: a DiT over a one-frame clip (no temporal patching).
         C = self.latent_shape[0]
         out = 2 * C if v.prediction == "data" and v.objective == "flow" else C  # data: (μ̄, μ̄'/fps)
@@ -99,15 +100,15 @@ class VideoLatentFlow(Method):
         BK, d = H.shape[:2]
         T = self.duration
         t = rand((BK,), generator, H) * T  # (BK,) seconds
+        mean, change = trajectory(H, t[:, None], T, self.path.hold_until(T, N))  # (BK, 1, d) each
+        mean, change = mean[:, 0], change[:, 0] / self.fps  # μ̄(t), and its change per frame
         if v.objective == "direct":  # the projected trajectory from (c, t) alone: no noise, no state
-            x, target = torch.zeros_like(H[..., 0]), reconstruct(H, t[:, None], T)[:, 0]  # (BK, d)
+            x, target = torch.zeros_like(H[..., 0]), mean  # (BK, d)
         elif v.prediction == "velocity":
             ps = self.path.sample(H, randn((BK, d), generator, H), t, T, N)
             x, target = ps.psi_t, ps.d_psi_t  # (BK, d) each
         else:  # data: the clean trajectory and its change per frame at t
             ps = self.path.sample(H, randn((BK, d), generator, H), t, T, N)
-            mean = reconstruct(H, t[:, None], T)[:, 0]  # (BK, d)
-            change = reconstruct_derivative(H, t[:, None], T)[:, 0] / self.fps  # (BK, d)
             shape = (BK, *self.latent_shape)
             x, target = ps.psi_t, torch.cat([mean.view(shape), change.view(shape)], 1).flatten(1)  # (BK, 2d)
         captions = [c for c in batch["caption"] for _ in range(v.times_per_video)]

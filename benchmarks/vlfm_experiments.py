@@ -30,6 +30,7 @@ from tempoflow.train.run import load_method, train
 
 VARIANTS: dict[str, list[str]] = {
     "base": [],  # the config as written
+    "extrapolated_start": ["vlfm.hold_first_frame=false"],  # the paper's μ̄ before frame 1 (fit extrapolated)
     "velocity": ["vlfm.prediction=velocity"],  # the paper's parametrisation
     "direct": ["vlfm.objective=direct"],  # paper Table 1 ablation: G_θ(c, t), no flow
     "legs": ["vlfm.projection=legs"],  # the paper's recurrence instead of least squares

@@ -3,7 +3,8 @@
 Training (one step, per video of N latent frames u_1..u_N at ``fps``, duration T = N / fps seconds):
     H = Proj_s(u_1..u_N)                       Legendre coefficients (d, s), HiPPO-LegS or lstsq
     t ~ U[0, T];  z ~ N(0, I_d)
-    ψ_t = σ_t z + μ_t,   μ_t = (1 − e^{−αt}) Σ_n H_n g_n(t)
+    ψ_t = σ_t z + μ_t,   μ_t = (1 − e^{−αt}) μ̄(t),   μ̄(t) = Σ_n H_n g_n(max(t, 1/fps))
+                                        (held at frame 1 before it: ``vlfm.hold_first_frame``, video_path)
     loss = ‖F_θ(ψ_t, c, t) − (σ'_t z + μ'_t)‖²          (caption dropped with prob. p, for guidance)
 Sampling: x(0) = z ~ N(0, I); integrate dx/dt = F_θ(x, c, t) once and read x at ANY requested times —
 another frame rate, between training frames, or past T (extrapolation) — then decode.

@@ -6,7 +6,11 @@
 
 Prints the mean ``‖μ̄'/fps‖²`` per element and each interval's share of its integral, with the
 Legendre fit extrapolated before frame 1 (the paper's path) and held there (``hold_first_frame``),
-next to the true frame-to-frame change ``‖u_{k+1} − u_k‖²``. Nothing is asserted.
+next to the true frame-to-frame change ``‖u_{k+1} − u_k‖²``. With ``--runs``, also how much of that
+target each trained data-prediction run's change head explains (R² over the training videos at the
+frame times and half-way between them, inside the frames' span). Nothing is asserted.
+
+    python benchmarks/vlfm_change_energy.py --runs runs/hold10k/base runs/paper10k/extrapolated_start
 """
 
 from __future__ import annotations
@@ -20,12 +24,39 @@ from tempoflow.config import load_config
 from tempoflow.data import frame_rate, load_dataset
 from tempoflow.flows.legendre import projection_matrix
 from tempoflow.flows.video_path import trajectory
+from tempoflow.train.run import load_method
+
+
+@torch.no_grad()
+def change_head_r2(run: str, videos: int, seed: int = 0) -> list[float]:
+    """R² of a data-prediction run's change head against ``μ̄'/fps`` (its own path's, held or not) at
+    t = k/fps and (k + ½)/fps, k = 1..N−1, over the first ``videos`` training videos."""
+    method, cfg, _ = load_method(run, device="cpu")
+    if cfg.vlfm.prediction != "data" or cfg.vlfm.objective != "flow":
+        raise SystemExit(f"{run}: not a data-prediction flow run")
+    data = load_dataset(cfg.data, "train")
+    H = method.project(method.codec.encode(data.videos[:videos]))  # (B, d, s)
+    B, d, _ = H.shape
+    T, N, fps = method.duration, method.num_frames, method.fps
+    cond = method.encode_text(list(data.captions[:videos]), H.device)
+    gen = torch.Generator().manual_seed(seed)
+    r2 = []
+    for k in range(1, N):
+        for frac in (0.0, 0.5):
+            t = torch.full((B,), (k + frac) / fps)
+            psi = method.path.sample(H, torch.randn(B, d, generator=gen), t, T, N).psi_t
+            change = trajectory(H, t[:, None], T, method.path.hold_until(T, N))[1][:, 0] / fps  # (B, d)
+            out = method.net(psi.view(B, 1, *method.latent_shape), t, drop=torch.zeros(B, dtype=torch.bool), **cond)
+            predicted = out.flatten(2).view(B, 2, d)[:, 1]
+            r2.append(1.0 - float((predicted - change).square().sum() / change.square().sum()))
+    return r2
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/shapes_vlfm.yaml")
     p.add_argument("--videos", type=int, default=128)
+    p.add_argument("--runs", nargs="*", default=[], help="trained vlfm runs whose change head to score")
     p.add_argument("override", nargs="*")
     args = p.parse_args()
     cfg = load_config(args.config, args.override)
@@ -47,6 +78,10 @@ def main() -> None:
         energy = change.square().mean(dim=(0, 2))  # (M,)
         shares = ", ".join(f"{k} {float(energy[m].sum() / energy.sum()):.2f}" for k, m in spans.items())
         print(f"{name:22s} mean ‖μ̄'/fps‖² {energy.mean():.4f}; share of its integral: {shares}")
+    for run in args.runs:
+        r2 = change_head_r2(run, args.videos)
+        print(f"{run}: change-head R² inside the frames' span {sum(r2) / len(r2):.3f} "
+              f"(min {min(r2):.3f}, max {max(r2):.3f})")
 
 
 if __name__ == "__main__":

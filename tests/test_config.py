@@ -49,6 +49,10 @@ def test_exponent_without_dot_is_a_float():
         ("model.heads=3", "model.dim (128) must be divisible by model.heads (3)"),
         ("sample.steps=0", "sample.steps must be >= 1"),
         ("flow.prediction=noise", "flow.prediction must be 'velocity' or 'data'"),
+        ("vlfm.change_weight=0", "vlfm.change_weight must be > 0"),
+        ("vlfm.hold_first_frame=maybe", "config key 'vlfm.hold_first_frame' must be bool"),
+        ("align.reduction=max", "align.reduction must be 'sum' or 'mean'"),
+        ("align.bucket_negatives=sum", "align.bucket_negatives must be 'printed' or 'mean'"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

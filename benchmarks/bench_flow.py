@@ -81,22 +81,32 @@ def timed_setups(cfg, devices: list[str]):
             yield device, name, dtype, method
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/shapes_flow.yaml")
+def benchmark_arguments(doc: str, config: str, sample_batch: int) -> argparse.ArgumentParser:
+    """The options every method benchmark takes (config, overrides, batch, devices, json)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=config)
     p.add_argument("overrides", nargs="*")
     p.add_argument("--batch", type=int, default=None, help="training batch (default: the config's)")
-    p.add_argument("--sample-batch", type=int, default=16)
+    p.add_argument("--sample-batch", type=int, default=sample_batch, help="videos generated at once")
     p.add_argument("--steps", type=int, default=None, help="timed training steps")
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: all available)")
     p.add_argument("--json", default=None, help="also write the results here")
-    args = p.parse_args()
+    return p
+
+
+def benchmark_setup(args: argparse.Namespace):
+    """``(cfg, data, batch, devices, captions)`` for parsed :func:`benchmark_arguments`."""
     # the caption encoder is outside the timed loop (its embeddings are cached), so hashing stands in
     cfg = load_config(args.config, [*args.overrides, "text.encoder=hashing", "text.cache="])
     data = load_dataset(cfg.data, "train")
     batch = args.batch or cfg.train.batch_size
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    captions = data.unique_captions[: args.sample_batch]
+    return cfg, data, batch, devices, data.unique_captions[: args.sample_batch]
+
+
+def main() -> None:
+    args = benchmark_arguments(__doc__, "configs/shapes_flow.yaml", 16).parse_args()
+    cfg, data, batch, devices, captions = benchmark_setup(args)
     rows = []
     for device, name, dtype, method in timed_setups(cfg, devices):
         steps = args.steps or (200 if device.type == "cuda" else 5)

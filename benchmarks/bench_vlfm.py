@@ -11,19 +11,18 @@ measures fp32, bf16 autocast and bf16 + ``torch.compile``. Prints one table; not
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
-from bench_flow import (  # same timing loop and precisions as the flow benchmark
+from bench_flow import (  # same options, timing loop and precisions as the flow benchmark
     _sync,
     bench_train,
+    benchmark_arguments,
+    benchmark_setup,
     timed_setups,
 )
 
-from tempoflow.config import load_config
-from tempoflow.data import load_dataset
 from tempoflow.evaluate import hardware
 from tempoflow.nets.dit import count_parameters
 
@@ -48,22 +47,10 @@ def bench_sample(method, captions: list[str], fps: float, duration: float, devic
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/shapes_vlfm.yaml")
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--batch", type=int, default=None, help="training batch (default: the config's)")
-    p.add_argument("--sample-batch", type=int, default=8, help="videos generated at once")
+    p = benchmark_arguments(__doc__, "configs/shapes_vlfm.yaml", 8)
     p.add_argument("--duration", type=float, default=None, help="seconds generated (default: training T)")
-    p.add_argument("--steps", type=int, default=None, help="timed training steps")
-    p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: all available)")
-    p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
-    # the caption encoder is outside the timed loop (its embeddings are cached), so hashing stands in
-    cfg = load_config(args.config, [*args.overrides, "text.encoder=hashing", "text.cache="])
-    data = load_dataset(cfg.data, "train")
-    batch = args.batch or cfg.train.batch_size
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    captions = data.unique_captions[: args.sample_batch]
+    cfg, data, batch, devices, captions = benchmark_setup(args)
     rows = []
     for device, name, dtype, method in timed_setups(cfg, devices):
         duration = args.duration or method.duration

@@ -64,7 +64,7 @@ def main() -> None:
     data = load_dataset(cfg.data, "train")
     with torch.no_grad():
         latents = make_codec(v.codec, v.codec_path).encode(data.videos[: args.videos]).flatten(2)  # (B, N, d)
-    B, N, _ = latents.shape
+    N = latents.shape[1]
     T = N / fps
     H = latents.mT @ projection_matrix(N, v.order, v.projection).float()  # (B, d, s)
     t = torch.linspace(0.0, T, 64 * N + 1)

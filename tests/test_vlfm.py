@@ -11,7 +11,7 @@ from torch import nn
 from tempoflow.cli import main
 from tempoflow.config import load_config
 from tempoflow.errors import ConfigError
-from tempoflow.flows.legendre import legs_projection, reconstruct, reconstruct_derivative
+from tempoflow.flows.legendre import legs_projection
 from tempoflow.flows.video_path import trajectory
 from tempoflow.train.run import build_method
 

@@ -254,8 +254,8 @@ class VLFMConfig:
     # which multiplies the network's error by up to 1/σ_min next to every frame.
     rising_noise: str = "fresh"
     # prediction="data" only — weight of the change head's squared error against the mean's. The change
-    # μ̄'(t)/fps is all the motion a sample gets (the state carries only the current frame), yet at weight 1
-    # it is a few percent of the loss and the head regresses to ~0 (README "VLFM": static videos).
+    # μ̄'(t)/fps is all the motion a sample gets (the state carries only the current frame); 10 was tried
+    # on the paper's path and did not raise caption accuracy (README "VLFM").
     change_weight: float = 1.0
     # hold μ̄ at the first frame before it (t < 1/fps) instead of the Legendre fit's backward extrapolation,
     # which carries most of ‖μ̄'‖² there (tempoflow.flows.video_path). False = the paper's path.

@@ -16,8 +16,8 @@ mapping ``M: z_t → z_s``; the shared autoencoder ``E_s: z_v → z_s``, ``G_s: 
 min-max), ``BCE(D_s)`` trains ``D_s`` alone (eq. A.5; ``tempoflow.nets.discriminator`` keeps the two
 gradients apart). Bucket ids come from the ORIGINAL captions of the batch: equal caption, same bucket.
 Norms are the paper's sums over each sample's elements (``align.reduction="sum"``; "mean" averages over
-elements instead, which tilts eq. (2) towards the shared term); pixels are compared in the decoder's [-1, 1] range, before the clamp,
-so that a pixel predicted far outside [0, 1] still gets a gradient. Generation is deterministic, as
+elements instead, which tilts eq. (2) towards the shared term); pixels are compared in the decoder's
+[-1, 1] range, before the clamp, so that a pixel predicted far outside [0, 1] still gets a gradient. Generation is deterministic, as
 the paper's encoders are: ``v = G(G_s(M(E_t(t))))``.
 
 Baselines on the same parts (``align.objective``, seed 002 Tables 2 and 3), all with the cost (2):
@@ -218,7 +218,7 @@ class Align(Method):
     # ---------------------------------------------------------------- training
 
     def cost(self, z_1: Tensor, z_2: Tensor, z_v: Tensor, videos: Tensor) -> dict[str, Tensor]:
-        """The terms of eq. (2), unweighted, each a mean L1: shared ``‖z_1 − z_2‖``, ``feature`` (the
+        """The terms of eq. (2), unweighted, each an L1 norm (:meth:`l1`): shared ``‖z_1 − z_2‖``, ``feature`` (the
         three ``G_s`` terms) and ``pixel`` (the two decoded videos against ``videos`` ``(B, T, C, H, W)``)."""
         l1 = self.l1
         v_1, v_2 = self.shared_decoder(z_1), self.shared_decoder(z_2)  # (B, d_z) each

@@ -101,8 +101,9 @@ class VideoLatentFlow(Method):
         BK, d = H.shape[:2]
         T = self.duration
         t = rand((BK,), generator, H) * T  # (BK,) seconds
-        mean, change = trajectory(H, t[:, None], T, self.path.hold_until(T, N))  # (BK, 1, d) each
-        mean, change = mean[:, 0], change[:, 0] / self.fps  # μ̄(t), and its change per frame
+        if v.objective == "direct" or v.prediction == "data":  # targets on the clean trajectory
+            mean, change = trajectory(H, t[:, None], T, self.path.hold_until(T, N))  # (BK, 1, d) each
+            mean, change = mean[:, 0], change[:, 0] / self.fps  # μ̄(t), and its change per frame
         if v.objective == "direct":  # the projected trajectory from (c, t) alone: no noise, no state
             x, target = torch.zeros_like(H[..., 0]), mean  # (BK, d)
         elif v.prediction == "velocity":

@@ -267,8 +267,10 @@ class Trainer:
             loss = terms["loss"]
             finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
             acc.backward(loss)
+            # unscale once (fp16's GradScaler refuses a second unscale per step), then clip each player
+            acc.unscale_gradients()
             for group in self.clip_groups:
-                acc.clip_grad_norm_(group, cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(group, cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)

@@ -219,8 +219,22 @@ class FlowConfig:
     # the noise in it is not.
     prediction: str = "velocity"
     min_sigma: float = 0.05  # σ_t floor when converting a data prediction into a velocity
+    # Training distribution of flow time (tempoflow.flows.time_sampling): "uniform" or
+    # "logit_normal" (Esser et al. 2024) with logit mean/std.
+    time_sampling: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    # The velocity field: "dit" (the `model` section) or "unet" (frames stacked on channels, FiLM on
+    # time + pooled caption, tempoflow.nets.video_unet; fixed frame count).
+    backbone: str = "dit"
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(
+        base_width=32, channel_mults=(1, 2, 2), blocks_per_level=1, groups=8, cond_dim=256))
 
     def __post_init__(self) -> None:
+        _require(self.backbone in ("dit", "unet"), f"flow.backbone must be 'dit' or 'unet', got {self.backbone!r}")
+        _require(self.time_sampling in ("uniform", "logit_normal"),
+                 f"flow.time_sampling must be 'uniform' or 'logit_normal', got {self.time_sampling!r}")
+        _require(self.logit_std > 0, f"flow.logit_std must be > 0, got {self.logit_std}")
         _require(self.prediction in ("velocity", "data"),
                  f"flow.prediction must be 'velocity' or 'data', got {self.prediction!r}")
         _require(0.0 <= self.caption_dropout < 1.0, f"flow.caption_dropout must be in [0, 1), got {self.caption_dropout}")
@@ -260,8 +274,14 @@ class VLFMConfig:
     # hold μ̄ at the first frame before it (t < 1/fps) instead of the Legendre fit's backward extrapolation,
     # which carries most of ‖μ̄'‖² there (tempoflow.flows.video_path). False = the paper's path.
     hold_first_frame: bool = True
+    # F_θ on one latent frame: "dit" (the `model` section, patch_t = 1) or "unet" (tempoflow.nets.video_unet
+    # with one frame: FiLM on video time + pooled caption).
+    backbone: str = "dit"
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(
+        base_width=32, channel_mults=(1, 2, 2), blocks_per_level=1, groups=8, cond_dim=256))
 
     def __post_init__(self) -> None:
+        _require(self.backbone in ("dit", "unet"), f"vlfm.backbone must be 'dit' or 'unet', got {self.backbone!r}")
         _require(self.change_weight > 0, f"vlfm.change_weight must be > 0, got {self.change_weight}")
         _require(self.rising_noise in ("fresh", "ode"),
                  f"vlfm.rising_noise must be 'fresh' or 'ode', got {self.rising_noise!r}")

@@ -9,9 +9,12 @@ from tempoflow.config import DiTConfig
 from tempoflow.data import load_dataset
 from tempoflow.flows.solvers import solve_ode
 from tempoflow.nets.dit import DiT
+from tempoflow.nets.unet import UNetConfig
+from tempoflow.nets.video_unet import StackedFramesUNet
 from tempoflow.train.run import build_method
 
 CAPTIONS = ["a red circle moves left", "a blue square moves up"]
+TINY_UNET = ["flow.backbone=unet", "flow.unet.base_width=8", "flow.unet.groups=4", "flow.unet.cond_dim=16"]
 
 
 def _perturb(module: torch.nn.Module) -> None:
@@ -54,6 +57,25 @@ def test_dit_rejects_untileable_input():
         net(torch.randn(1, 4, 8, 8), torch.rand(1))
 
 
+def test_stacked_frames_unet_contract():
+    """Same contract as the DiT: zero output at init, a dropped caption carries no information, and a
+    clear error for a frame count it was not built for."""
+    cfg = UNetConfig(base_width=8, channel_mults=(1, 2), blocks_per_level=1, groups=4, cond_dim=16)
+    net = StackedFramesUNet(cfg, num_frames=4, channels=3, text_dim=16)
+    x, t, pooled = torch.randn(2, 4, 3, 8, 8), torch.rand(2), torch.randn(2, 16)
+    assert net(x, t, pooled=pooled).shape == x.shape
+    assert torch.count_nonzero(net(x, t, pooled=pooled)) == 0
+    _perturb(net)
+    drop = torch.tensor([True, False])
+    a = net(x, t, pooled=pooled, drop=drop)
+    b = net(x, t, pooled=torch.randn_like(pooled), drop=drop)
+    assert torch.allclose(a[0], b[0], atol=1e-6) and not torch.allclose(a[1], b[1], atol=1e-4)
+    assert torch.allclose(net(x, t, pooled=None)[:1], a[:1], atol=1e-6)  # None = the null caption
+    assert torch.allclose(net(x, t[0], pooled=pooled)[0], net(x, t[0].expand(2), pooled=pooled)[0])
+    with pytest.raises(ValueError, match="built for 4 frames"):
+        net(torch.randn(1, 6, 3, 8, 8), torch.rand(1), pooled=pooled[:1])
+
+
 def test_guidance_scale_one_is_the_conditional_model(tiny_cfg):
     """CFG at w = 1 must equal integrating the conditional velocity alone (same noise, same solver)."""
     method = build_method(tiny_cfg()).eval()
@@ -71,8 +93,9 @@ def test_guidance_scale_one_is_the_conditional_model(tiny_cfg):
     assert guided.nfe == 3 and not torch.allclose(guided.latents, out.latents)
 
 
-def test_sample_shapes_and_determinism(tiny_cfg):
-    method = build_method(tiny_cfg()).eval()
+@pytest.mark.parametrize("overrides", [[], TINY_UNET], ids=["dit", "unet"])
+def test_sample_shapes_and_determinism(tiny_cfg, overrides):
+    method = build_method(tiny_cfg(*overrides)).eval()
     _perturb(method.net)
     a = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(0), solver="heun", steps=2)
     b = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(0), solver="heun", steps=2)
@@ -83,9 +106,11 @@ def test_sample_shapes_and_determinism(tiny_cfg):
     assert c.nfe > 0 and c.video.shape == a.video.shape
 
 
-def test_flow_loss_learns(tiny_cfg):
+@pytest.mark.parametrize("overrides", [[], TINY_UNET, ["flow.time_sampling=logit_normal", "flow.prediction=data"]],
+                         ids=["dit", "unet", "dit-logit-normal-data"])
+def test_flow_loss_learns(tiny_cfg, overrides):
     """A few dozen AdamW steps on one batch must cut the flow-matching loss well below its start."""
-    cfg = tiny_cfg()
+    cfg = tiny_cfg(*overrides)
     method = build_method(cfg)
     data = load_dataset(cfg.data, "train")
     batch = {"video": data.videos[:4], "caption": data.captions[:4]}

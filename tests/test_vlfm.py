@@ -148,7 +148,11 @@ def test_bad_times_and_orders_are_refused():
         load_config(None, [*TINY, *VLFM, "vlfm.prediction=noise"])
 
 
-@pytest.mark.parametrize("variant", [["vlfm.prediction=data"], ["vlfm.objective=direct"], ["vlfm.projection=legs"]])
+UNET = ["vlfm.backbone=unet", "vlfm.unet.base_width=8", "vlfm.unet.groups=4", "vlfm.unet.cond_dim=16"]
+
+
+@pytest.mark.parametrize("variant", [["vlfm.prediction=data"], ["vlfm.objective=direct"], ["vlfm.projection=legs"],
+                                     ["vlfm.prediction=data", *UNET], UNET])
 def test_variants_train_and_sample(variant):
     cfg = load_config(None, [*TINY, *VLFM, *variant])
     method = build_method(cfg)

@@ -1,7 +1,7 @@
 """Latent flow matching with a DiT velocity field and classifier-free guidance (DESIGN §3).
 
 Training (Lipman et al. 2023, conditional OT):
-    x_1 = codec.encode(video);  x_0 ~ N(0, I);  t ~ U[0, 1]
+    x_1 = codec.encode(video);  x_0 ~ N(0, I);  t ~ U[0, 1] or logit-normal (Esser et al. 2024)
     x_t = α_t x_1 + σ_t x_0;    target = α'_t x_1 + σ'_t x_0
     drop the caption with probability p (for guidance)
     loss = ‖v_θ(x_t, t, c) − target‖²   (v_θ = the net, or the velocity its data prediction implies)
@@ -20,8 +20,10 @@ from tempoflow.config import ExperimentConfig
 from tempoflow.flows.guidance import guided
 from tempoflow.flows.paths import make_path
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
+from tempoflow.flows.time_sampling import FlowTimeSampler
 from tempoflow.methods.base import Method, Samples, rand, randn
 from tempoflow.nets.dit import DiT
+from tempoflow.nets.video_unet import StackedFramesUNet
 from tempoflow.text import TextEncoder
 
 
@@ -44,7 +46,11 @@ class FlowMatching(Method):
         self.num_frames, channels, height, width = video_shape
         self.latent_shape = self.codec.latent_shape(channels, height, width)
         self.path = make_path(cfg.flow.path, cfg.flow.sigma_min)
-        self.net = DiT(cfg.model, self.latent_shape[0], text.dim)
+        self.time_sampler = FlowTimeSampler(cfg.flow.time_sampling, cfg.flow.logit_mean, cfg.flow.logit_std)
+        if cfg.flow.backbone == "unet":
+            self.net = StackedFramesUNet(cfg.flow.unet, self.num_frames, self.latent_shape[0], text.dim)
+        else:
+            self.net = DiT(cfg.model, self.latent_shape[0], text.dim)
 
     def encode_text(self, captions: list[str], device: torch.device) -> dict[str, Tensor]:
         emb = self.text.lookup(captions, device)
@@ -59,7 +65,7 @@ class FlowMatching(Method):
                 x_1 = self.codec.encode(batch["video"])  # (B, T, *latent)
         B = x_1.shape[0]
         x_0 = randn(x_1.shape, generator, x_1)  # (B, T, *latent)
-        t = rand((B,), generator, x_1)  # (B,)
+        t = self.time_sampler.sample(B, generator, x_1)  # (B,)
         drop = rand((B,), generator, x_1) < self.cfg.flow.caption_dropout  # (B,)
         ps = self.path.sample(x_0, x_1, t)
         v = self.velocity(ps.x_t, t, drop=drop, **self.encode_text(batch["caption"], x_1.device))

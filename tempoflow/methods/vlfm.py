@@ -35,6 +35,7 @@ from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.video_path import VideoLatentPath, trajectory
 from tempoflow.methods.base import Method, Samples, rand, randn
 from tempoflow.nets.dit import DiT
+from tempoflow.nets.video_unet import StackedFramesUNet
 from tempoflow.text import TextEncoder
 
 
@@ -71,7 +72,10 @@ class VideoLatentFlow(Method):
         # F_θ sees one latent frame: a DiT over a one-frame clip (no temporal patching).
         C = self.latent_shape[0]
         out = 2 * C if v.prediction == "data" and v.objective == "flow" else C  # data: (μ̄, μ̄'/fps)
-        self.net = DiT(dataclasses.replace(cfg.model, patch_t=1), C, text.dim, out_channels=out)
+        if v.backbone == "unet":
+            self.net = StackedFramesUNet(v.unet, 1, C, text.dim, out_channels=out)
+        else:
+            self.net = DiT(dataclasses.replace(cfg.model, patch_t=1), C, text.dim, out_channels=out)
 
     @property
     def frame_times(self) -> Tensor:

@@ -41,6 +41,12 @@ def train(
     cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None, until: int | None = None
 ) -> TrainResult:
     """Train ``cfg.method`` on the training split of ``cfg.data``; checkpoints go to ``cfg.out_dir``."""
+    return make_trainer(cfg, resume, text).fit(resume=resume, until=until)
+
+
+def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None) -> Trainer:
+    """The method, its training data and a ``Trainer`` writing to ``cfg.out_dir``, ready to ``fit``
+    (``resume`` only checks that the folder may be continued; ``fit(resume=True)`` loads the state)."""
     out = Path(cfg.out_dir)
     if not resume and (out / "checkpoints" / "latest").exists():
         raise ConfigError(
@@ -60,8 +66,7 @@ def train(
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
     if getattr(method, "codec", None) is not None:  # the codec is rebuilt at load time: pin which one
         meta["codec_fingerprint"] = method.codec.fingerprint()
-    trainer = Trainer(method, tensors, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key)
-    return trainer.fit(resume=resume, until=until)
+    return Trainer(method, tensors, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key)
 
 
 def pick_device(device: str) -> torch.device:

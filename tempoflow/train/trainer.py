@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,9 +218,16 @@ class Trainer:
             raise CheckpointError(f"--resume: checkpoint {path} has no training state")
         self.accelerator.load_state(str(path / STATE))
 
-    def fit(self, resume: bool = False, until: int | None = None) -> TrainResult:
+    def fit(
+        self, resume: bool = False, until: int | None = None, callback: Callable[[int], bool] | None = None
+    ) -> TrainResult:
         """Train to ``cfg.steps`` (or stop early at step ``until``, with a checkpoint, as a
-        preempted job would; the schedule still runs over ``cfg.steps``)."""
+        preempted job would; the schedule still runs over ``cfg.steps``).
+
+        ``callback(step)`` runs after every optimizer step (on the main process's view of the
+        state); returning True stops training there, with a checkpoint, like ``until``. The
+        time-to-quality benchmark uses it to snapshot the EMA weights and stop at a wall-clock budget.
+        """
         end = self.cfg.steps if until is None else min(until, self.cfg.steps)
         if resume:
             self.resume()
@@ -237,7 +245,7 @@ class Trainer:
             bar = stack.enter_context(
                 tqdm(total=end, initial=start_step, desc="train", disable=not main, dynamic_ncols=True)
             )
-            last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer)
+            last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer, callback)
         if last_good is None:  # resumed at or past the final step: nothing new to save
             last_good = self.save()
         return TrainResult(
@@ -249,7 +257,9 @@ class Trainer:
             log=log,
         )
 
-    def _loop(self, end: int, bar: tqdm, log_file, writer) -> tuple[Path | None, list[dict], float, float]:
+    def _loop(
+        self, end: int, bar: tqdm, log_file, writer, callback: Callable[[int], bool] | None = None
+    ) -> tuple[Path | None, list[dict], float, float]:
         """Training steps up to ``end``: (last checkpoint written, log records, last loss, seconds)."""
         cfg, acc = self.cfg, self.accelerator
         dev = acc.device
@@ -282,6 +292,8 @@ class Trainer:
             self.state.step += 1
             bar.update(1)
             step = self.state.step
+            if callback is not None and callback(step):
+                end = step  # stop here, logging and checkpointing as at the last step
             at_log = step % cfg.log_every == 0 or step == end
             at_ckpt = step % cfg.checkpoint_every == 0 or step == end
             if (at_log or at_ckpt) and not bool(finite):

@@ -1,10 +1,12 @@
 """Time to quality: train a config for a fixed wall-clock budget and score it along the way.
 
 Learning per unit of compute is the figure this measures: the oracle caption accuracy (training
-captions and held-out colour-shape pairs) and the nearest-bucket PSNR of samples drawn from EMA
-snapshots taken every ``--every`` minutes of *training* time. Snapshots are copies of the EMA
-weights held in memory; sampling and scoring happen after training, outside the timed part, so
-the curve is what a run of that many minutes would give.
+captions and held-out colour-shape combinations) and the nearest-bucket PSNR of samples drawn from
+EMA snapshots taken every ``--every`` minutes of *training* time. Snapshots are copies of the EMA
+weights held in memory; sampling and scoring happen after training, outside the timed part. The
+learning-rate schedule runs over the config's ``train.steps`` (training stops at the budget or at
+those steps, whichever comes first), so a snapshot before the end was taken at a learning rate that
+had not yet decayed: set ``train.steps`` to about budget x steps/s for a run that ends decayed.
 
     python benchmarks/time_to_quality.py configs/demo.yaml --minutes 10 --name flow_demo
     python benchmarks/time_to_quality.py configs/shapes_vlfm.yaml --minutes 20 --every 2 --name vlfm
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from torch import Tensor
 from tempoflow.config import ExperimentConfig, load_config, to_dict
 from tempoflow.data import load_dataset
 from tempoflow.data.io import write_video
-from tempoflow.evaluate import default_prompts, oracle_scores, tile, upscale
+from tempoflow.evaluate import default_prompts, hardware, oracle_scores, tile, upscale
 from tempoflow.metrics.video import nearest_in_bucket
 from tempoflow.train.checkpoint import load_weights
 from tempoflow.train.run import build_method, make_trainer
@@ -44,21 +45,9 @@ EVAL_PROMPTS = 48  # 24 spread training captions + all 24 held-out combinations 
 VLFM_RATES = (8.0, 16.0, 24.0)  # frame rates scored from one VLFM solve at the end
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware() -> dict:
-    if torch.cuda.is_available():
-        return {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    return {"device": f"CPU {cpu_name()}", "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", ""), "torch": torch.__version__}
+def hardware_record() -> dict:
+    return {"device": hardware(), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "")}
 
 
 class Snapshots:
@@ -73,6 +62,7 @@ class Snapshots:
         self.paused = 0.0
         self.next_mark = every_s
         self.items: list[dict] = []
+        self.stopped_at: float | None = None  # training seconds at the last step (before the final save)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0 - self.paused
@@ -87,6 +77,8 @@ class Snapshots:
             while self.next_mark <= elapsed:
                 self.next_mark += self.every_s
             self.paused += time.perf_counter() - t
+        if done:
+            self.stopped_at = elapsed
         return done
 
 
@@ -128,6 +120,9 @@ def evaluate_snapshots(cfg: ExperimentConfig, text, snapshots: list[dict], seed:
     for split in ("train", "heldout"):
         data = load_dataset(cfg.data, split)
         refs.update({c: data.videos[idx] for c, idx in data.buckets().items()})
+    leaked = {c for s, c in pairs if s == "heldout"} & set(load_dataset(cfg.data, "train").captions)
+    if leaked:  # the held-out score must be on captions the model never trained on
+        raise SystemExit(f"held-out captions appear in the training split: {sorted(leaked)[:3]}")
     curve = []
     for i, snap in enumerate(snapshots):
         load_weights(method, snap["state"], Path(f"snapshot@{snap['step']}"))
@@ -176,7 +171,7 @@ def run(config: str, overrides: list[str], minutes: float, every: float, name: s
     setup_s = time.perf_counter() - t_setup
     snaps = Snapshots(trainer, minutes * 60, every * 60)
     result = trainer.fit(callback=snaps)
-    train_s = snaps.elapsed()
+    train_s = snaps.stopped_at or snaps.elapsed()
     print(f"{name}: {result.step} steps in {train_s / 60:.1f} min of training "
           f"({result.step / train_s:.2f} steps/s); setup {setup_s:.0f} s; scoring {len(snaps.items)} snapshots",
           flush=True)
@@ -187,7 +182,7 @@ def run(config: str, overrides: list[str], minutes: float, every: float, name: s
     print(f"final snapshot's samples (truth first in each row): {gif}")
     record = {
         "name": name, "config": config, "overrides": overrides, "method": cfg.method,
-        "budget_minutes": minutes, "hardware": hardware(), "setup_seconds": setup_s,
+        "budget_minutes": minutes, "hardware": hardware_record(), "setup_seconds": setup_s,
         "train_seconds": train_s, "steps": result.step, "steps_per_second": result.step / train_s,
         "eval_seconds": time.perf_counter() - t_eval, "eval_prompts": EVAL_PROMPTS,
         "samples_per_prompt": cfg.sample.num_per_prompt, "curve": curve, "full_config": to_dict(cfg),
@@ -216,7 +211,7 @@ def plot(records: list[dict], path: Path) -> None:
     axes[0].set_ylim(-0.02, 1.02)
     axes[1].set_ylim(-0.02, 1.02)
     hw = records[0]["hardware"]
-    fig.suptitle(f"time to quality on {hw['device']}, {hw.get('torch_threads', '')} threads", fontsize=10)
+    fig.suptitle(f"time to quality on {hw['device']}", fontsize=10)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

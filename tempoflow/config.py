@@ -8,6 +8,7 @@ the dataclass fields and every value against the field's type, so ``train.step=5
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -24,6 +25,7 @@ from tempoflow.data.physics.sde import SDEConfig
 from tempoflow.data.physics.wave import WaveConfig
 from tempoflow.data.shapes import ShapesConfig
 from tempoflow.errors import ConfigError
+from tempoflow.flows.time_sampling import TIME_SAMPLINGS
 from tempoflow.nets.unet import UNetConfig
 
 
@@ -220,7 +222,8 @@ class FlowConfig:
     prediction: str = "velocity"
     min_sigma: float = 0.05  # σ_t floor when converting a data prediction into a velocity
     # Training distribution of flow time (tempoflow.flows.time_sampling): "uniform" or
-    # "logit_normal" (Esser et al. 2024) with logit mean/std.
+    # "logit_normal" (Esser et al. 2024): t = sigmoid(logit_mean + logit_std n), n ~ N(0, 1);
+    # a negative mean skews training to the noisy end (t = 0).
     time_sampling: str = "uniform"
     logit_mean: float = 0.0
     logit_std: float = 1.0
@@ -232,9 +235,11 @@ class FlowConfig:
 
     def __post_init__(self) -> None:
         _require(self.backbone in ("dit", "unet"), f"flow.backbone must be 'dit' or 'unet', got {self.backbone!r}")
-        _require(self.time_sampling in ("uniform", "logit_normal"),
-                 f"flow.time_sampling must be 'uniform' or 'logit_normal', got {self.time_sampling!r}")
-        _require(self.logit_std > 0, f"flow.logit_std must be > 0, got {self.logit_std}")
+        _require(self.time_sampling in TIME_SAMPLINGS,
+                 f"flow.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {self.time_sampling!r}")
+        _require(math.isfinite(self.logit_mean), f"flow.logit_mean must be finite, got {self.logit_mean}")
+        _require(math.isfinite(self.logit_std) and self.logit_std > 0,
+                 f"flow.logit_std must be finite and > 0, got {self.logit_std}")
         _require(self.prediction in ("velocity", "data"),
                  f"flow.prediction must be 'velocity' or 'data', got {self.prediction!r}")
         _require(0.0 <= self.caption_dropout < 1.0, f"flow.caption_dropout must be in [0, 1), got {self.caption_dropout}")
@@ -420,6 +425,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16"
     compile: bool = False  # torch.compile the method's network (pays on GPU for long runs)
+    # CPU only: 0 = choose between all cores and one by measured speed while training (degrades
+    # gracefully when another job shares the cores; tempoflow.train.threads), N = exactly N threads
+    # (bit-for-bit reproducible runs need a fixed count).
+    cpu_threads: int = 0
     log_every: int = 25
     checkpoint_every: int = 500
     seed: int = 0
@@ -427,6 +436,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
             _require(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.cpu_threads >= 0, f"train.cpu_threads must be >= 0 (0 = adaptive), got {self.cpu_threads}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
@@ -533,15 +543,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise ConfigError."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown config key '{full}' (valid: {', '.join(sorted(names))})")
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{full}' (valid: {', '.join(sorted(fields))})")
+        default = _field_default(fields[key])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a partial section overrides the field's own default (e.g. flow.unet's small UNet),
+            # not the section class's defaults
+            value = {**to_dict(default), **value}
         kwargs[key] = _coerce(value, hints[key], full)
     try:
         return cls(**kwargs)

@@ -36,11 +36,23 @@ from tempoflow.train.run import load_method
 VIEW_SCALE = 4  # tiny training resolutions are upscaled (nearest) in the files people look at
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> str:
-    """A one-line description of where this ran."""
+    """A one-line description of where this ran (CPU: model, cores, torch threads)."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} cores, torch {torch.__version__}"
+    return (f"CPU {cpu_name()} x{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}")
 
 
 def _spread(items: list[str], k: int) -> list[str]:

@@ -40,6 +40,7 @@ TINY = [
     "train.checkpoint_every=2",
     "eval.num_prompts=2",
     "device=cpu",
+    "train.cpu_threads=1",
 ]
 
 

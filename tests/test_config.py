@@ -53,11 +53,26 @@ def test_exponent_without_dot_is_a_float():
         ("vlfm.hold_first_frame=maybe", "config key 'vlfm.hold_first_frame' must be bool"),
         ("align.reduction=max", "align.reduction must be 'sum' or 'mean'"),
         ("align.bucket_negatives=sum", "align.bucket_negatives must be 'printed' or 'mean'"),
+        ("flow.time_sampling=beta", "flow.time_sampling must be one of uniform, logit_normal"),
+        ("flow.logit_std=0", "flow.logit_std must be finite and > 0"),
+        ("flow.logit_mean=.nan", "flow.logit_mean must be finite"),
+        ("flow.backbone=mlp", "flow.backbone must be 'dit' or 'unet'"),
+        ("flow.unet.groups=5", "unet.groups (5) must divide every level width"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
+
+
+def test_a_partial_section_overrides_the_fields_own_default():
+    """flow.unet's default is a small UNet, not UNetConfig()'s: setting one key keeps the rest of it."""
+    small = load_config(None, []).flow.unet
+    cfg = load_config(None, ["flow.unet.base_width=16"])
+    assert cfg.flow.unet.base_width == 16
+    assert (cfg.flow.unet.channel_mults, cfg.flow.unet.blocks_per_level, cfg.flow.unet.groups) == (
+        small.channel_mults, small.blocks_per_level, small.groups) == ((1, 2, 2), 1, 8)
+    assert load_config(None, ["lifting.unet.base_width=64"]).lifting.unet.channel_mults == (1, 2, 4)
 
 
 def test_yaml_round_trip_and_errors(tmp_path):

@@ -125,6 +125,13 @@ def test_flow_loss_learns(tiny_cfg, overrides):
     assert sum(losses[-4:]) / 4 < 0.6 * sum(losses[:4]) / 4
 
 
+def test_unet_backbone_refuses_frames_it_cannot_downsample(tiny_cfg):
+    from tempoflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="do not fit a UNet with 3 levels"):
+        build_method(tiny_cfg(*TINY_UNET, "data.shapes.resolution=18"))
+
+
 def test_empty_caption_is_a_clear_error(tiny_cfg):
     from tempoflow.errors import DataError
 

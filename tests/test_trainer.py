@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from tempoflow.errors import CheckpointError, ConfigError, TrainingError
 from tempoflow.train.checkpoint import read_checkpoint, resolve_checkpoint
-from tempoflow.train.run import build_method, load_method, train
+from tempoflow.train.run import build_method, load_method, make_trainer, train
 from tempoflow.train.trainer import EMA, Trainer, lr_lambda
 
 
@@ -58,6 +58,18 @@ def test_checkpoints_are_complete_and_pointer_is_atomic(tiny_cfg):
     assert [r["step"] for r in log] == [2, 4] and all(r["loss"] > 0 for r in log)
     method, cfg, _ = load_method(root.parent, device="cpu")
     assert cfg.train.steps == 4 and not method.training
+
+
+def test_callback_sees_every_step_and_can_stop_training(tiny_cfg):
+    """The time-to-quality benchmark's hook: called after each step; True stops there with a checkpoint
+    and a log record, as the last step would."""
+    trainer = make_trainer(tiny_cfg("train.steps=8", "train.checkpoint_every=4", "train.log_every=4"))
+    seen = []
+    result = trainer.fit(callback=lambda step: seen.append(step) or step == 3)
+    assert seen == [1, 2, 3] and result.step == 3
+    assert result.checkpoint.name == "step_00000003"
+    log = [json.loads(line) for line in (result.checkpoint.parent.parent / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3]
 
 
 def test_log_holds_the_methods_other_terms(tiny_cfg):

@@ -6,8 +6,9 @@ flow transformers for high-resolution image synthesis", §3.1), with density
 
     π(t; m, s) = 1 / (s √(2π)) · 1 / (t (1 − t)) · exp(−(logit(t) − m)² / (2 s²)).
 
-It spends the training signal on the middle of the path, where the velocity target is hardest to
-predict (near ``t = 0`` the target is the data mean, near ``t = 1`` the input already shows the data).
+Its mass is centred at ``sigmoid(m)``: ``m = 0`` spends the training signal on the middle of the
+path, where the velocity target is hardest to predict; ``m < 0`` skews it to the noisy end, where
+conditioning decides what the sample shows (near ``t = 1`` the input already shows the data).
 """
 
 from __future__ import annotations

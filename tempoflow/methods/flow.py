@@ -1,4 +1,4 @@
-"""Latent flow matching with a DiT velocity field and classifier-free guidance (DESIGN §3).
+"""Latent flow matching with a DiT (or UNet) velocity field and classifier-free guidance (DESIGN §3).
 
 Training (Lipman et al. 2023, conditional OT):
     x_1 = codec.encode(video);  x_0 ~ N(0, I);  t ~ U[0, 1] or logit-normal (Esser et al. 2024)
@@ -48,7 +48,8 @@ class FlowMatching(Method):
         self.path = make_path(cfg.flow.path, cfg.flow.sigma_min)
         self.time_sampler = FlowTimeSampler(cfg.flow.time_sampling, cfg.flow.logit_mean, cfg.flow.logit_std)
         if cfg.flow.backbone == "unet":
-            self.net = StackedFramesUNet(cfg.flow.unet, self.num_frames, self.latent_shape[0], text.dim)
+            self.net = StackedFramesUNet(cfg.flow.unet, self.num_frames, self.latent_shape[0], text.dim,
+                                         frame_size=self.latent_shape[1:])
         else:
             self.net = DiT(cfg.model, self.latent_shape[0], text.dim)
 

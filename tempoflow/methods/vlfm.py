@@ -73,7 +73,7 @@ class VideoLatentFlow(Method):
         C = self.latent_shape[0]
         out = 2 * C if v.prediction == "data" and v.objective == "flow" else C  # data: (μ̄, μ̄'/fps)
         if v.backbone == "unet":
-            self.net = StackedFramesUNet(v.unet, 1, C, text.dim, out_channels=out)
+            self.net = StackedFramesUNet(v.unet, 1, C, text.dim, out_channels=out, frame_size=self.latent_shape[1:])
         else:
             self.net = DiT(dataclasses.replace(cfg.model, patch_t=1), C, text.dim, out_channels=out)
 

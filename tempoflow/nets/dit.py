@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from tempoflow.config import DiTConfig
 from tempoflow.errors import ConfigError
-from tempoflow.nets.embeddings import TimestepEmbedder, sincos_3d
+from tempoflow.nets.embeddings import TimestepEmbedder, pooled_or_null, sincos_3d
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -155,10 +155,7 @@ class DiT(nn.Module):
         h = rearrange(h, "b d t h w -> b (t h w) d")  # (B, N, D)
         h = h + sincos_3d(self.cfg.dim, grid, h.device, h.dtype)[None]  # (B, N, D)
 
-        null = self.null_pooled.expand(B, -1)  # (B, Dt)
-        pooled = null if pooled is None else pooled
-        if drop is not None:
-            pooled = torch.where(drop[:, None], null, pooled)  # (B, Dt)
+        pooled = pooled_or_null(pooled, self.null_pooled, drop, B)  # (B, Dt)
         c = self.t_embed(t) + self.pooled_proj(pooled)  # (B, D)
 
         context = key_mask = None

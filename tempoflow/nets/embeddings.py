@@ -1,4 +1,4 @@
-"""Embeddings shared by the networks: flow/video time and fixed sin-cos positions."""
+"""Embeddings shared by the networks: flow/video time, fixed sin-cos positions, the null caption."""
 
 from __future__ import annotations
 
@@ -50,3 +50,11 @@ def sincos_3d(dim: int, grid: tuple[int, int, int], device: torch.device, dtype:
     if emb.shape[1] < dim:
         emb = torch.cat([emb, emb.new_zeros(emb.shape[0], dim - emb.shape[1])], dim=-1)
     return emb.to(dtype)
+
+
+def pooled_or_null(pooled: Tensor | None, null: Tensor, drop: Tensor | None, batch: int) -> Tensor:
+    """The pooled caption ``(B, Dt)``, or the learned null vector ``null`` ``(Dt,)`` where there is no
+    caption (``pooled`` None) or ``drop`` ``(B,)`` is True (classifier-free guidance's ∅)."""
+    null = null.expand(batch, -1)  # (B, Dt)
+    pooled = null if pooled is None else pooled
+    return pooled if drop is None else torch.where(drop[:, None], null, pooled)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tempoflow.errors import ConfigError
+from tempoflow.nets.embeddings import pooled_or_null
 from tempoflow.nets.unet import UNet, UNetConfig
 
 
@@ -30,11 +32,21 @@ class StackedFramesUNet(nn.Module):
         text_dim: width of the pooled caption embedding.
         out_channels: channels per output frame (default ``channels``; VLFM's data prediction
             outputs ``(μ̄, μ̄'/fps)``, ``2 C``).
+        frame_size: ``(H, W)`` of the (latent) frames it will see, checked here against the UNet's
+            downsampling so that a bad size is a config error, not a failure at the first step.
+
+    Raises:
+        ConfigError: ``frame_size`` sides that are not multiples of ``2^(levels − 1)``.
     """
 
     def __init__(self, cfg: UNetConfig, num_frames: int, channels: int, text_dim: int,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, frame_size: tuple[int, int] | None = None):
         super().__init__()
+        if frame_size is not None and any(side % cfg.downsampling for side in frame_size):
+            raise ConfigError(
+                f"frames of {frame_size[0]}x{frame_size[1]} do not fit a UNet with {len(cfg.channel_mults)} "
+                f"levels (sides must be multiples of {cfg.downsampling}): change unet.channel_mults or the size"
+            )
         self.num_frames, self.channels = num_frames, channels
         self.out_channels = out_channels or channels
         self.unet = UNet(cfg, num_frames * channels, num_frames * self.out_channels, label_dim=text_dim,
@@ -74,9 +86,6 @@ class StackedFramesUNet(nn.Module):
                 f"(it is built for {self.num_frames} frames), got {tuple(x.shape)}"
             )
         B, T, C, H, W = x.shape
-        null = self.null_pooled.expand(B, -1)  # (B, Dt)
-        cond = null if pooled is None else pooled
-        if drop is not None:
-            cond = torch.where(drop[:, None], null, cond)  # (B, Dt)
+        cond = pooled_or_null(pooled, self.null_pooled, drop, B)  # (B, Dt)
         out = self.unet(x.reshape(B, T * C, H, W), label=self.cond_norm(cond), t=t.expand(B) if t.ndim == 0 else t)  # (B, T C, H, W)
         return out.view(B, T, self.out_channels, H, W)

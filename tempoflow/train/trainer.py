@@ -27,6 +27,7 @@ from tempoflow.errors import CheckpointError, TrainingError
 from tempoflow.methods.base import Method
 from tempoflow.nets.discriminator import LatentDiscriminator, PatchDiscriminator
 from tempoflow.train.checkpoint import LATEST, STATE, commit_checkpoint, learned_state, staging_dir
+from tempoflow.train.threads import thread_governor
 
 
 @dataclass
@@ -174,6 +175,7 @@ class Trainer:
             torch.Generator().manual_seed(seed), torch.Generator(device=dev).manual_seed(seed + 1)
         )
         self.accelerator.register_for_checkpointing(self.ema, self.state)
+        self.threads = thread_governor(cfg.cpu_threads, dev.type == "cpu")
         self.videos = videos.to(dev)
         self.key = key  # "video", or "latents" when training from a latent cache
         self.captions = captions
@@ -224,10 +226,16 @@ class Trainer:
         """Train to ``cfg.steps`` (or stop early at step ``until``, with a checkpoint, as a
         preempted job would; the schedule still runs over ``cfg.steps``).
 
-        ``callback(step)`` runs after every optimizer step (on the main process's view of the
-        state); returning True stops training there, with a checkpoint, like ``until``. The
-        time-to-quality benchmark uses it to snapshot the EMA weights and stop at a wall-clock budget.
+        ``callback(step)`` runs after every optimizer step; returning True stops training there,
+        with a checkpoint, like ``until``. The time-to-quality benchmark uses it to snapshot the EMA
+        weights and stop at a wall-clock budget. One process only: processes deciding to stop at
+        different steps would wait for each other at the checkpoint forever.
+
+        Raises:
+            TrainingError: a callback with several processes.
         """
+        if callback is not None and self.accelerator.num_processes > 1:
+            raise TrainingError("Trainer.fit(callback=...) runs on one process only")
         end = self.cfg.steps if until is None else min(until, self.cfg.steps)
         if resume:
             self.resume()
@@ -290,6 +298,8 @@ class Trainer:
                 if k != "loss" and isinstance(v, torch.Tensor) and v.ndim == 0:
                     term_sums[k] = term_sums.get(k, 0.0) + v.detach().float()
             self.state.step += 1
+            if self.threads is not None:
+                self.threads.step()
             bar.update(1)
             step = self.state.step
             if callback is not None and callback(step):

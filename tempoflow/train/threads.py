@@ -57,6 +57,12 @@ class ThreadGovernor:
             self.current = choice
         self.steps, self.tick = 0, time.perf_counter()
 
+    def finish(self) -> None:
+        """Leave torch at the fastest measured count (not a probe's), for what runs after training."""
+        best = max(self.rates, key=self.rates.get) if self.rates else self.choices[0]
+        torch.set_num_threads(best)
+        self.current = best
+
 
 def thread_governor(cpu_threads: int, on_cpu: bool) -> ThreadGovernor | None:
     """``train.cpu_threads``: 0 = adaptive on CPU (a governor over all cores and one), N = N threads

@@ -253,7 +253,11 @@ class Trainer:
             bar = stack.enter_context(
                 tqdm(total=end, initial=start_step, desc="train", disable=not main, dynamic_ncols=True)
             )
-            last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer, callback)
+            try:
+                last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer, callback)
+            finally:
+                if self.threads is not None:
+                    self.threads.finish()
         if last_good is None:  # resumed at or past the final step: nothing new to save
             last_good = self.save()
         return TrainResult(

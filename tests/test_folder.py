@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tempoflow.cli import main
-from tempoflow.data.folder import FolderConfig, make_folder
+from tempoflow.data.folder import FolderConfig, list_videos, make_folder, parse_rate
 from tempoflow.data.io import write_video
 from tempoflow.errors import DataError
 
@@ -46,6 +46,30 @@ def test_csv_manifest_with_caption_column(tmp_path, videos):
     csv.write_text("path,caption,fps\nclips/v0.mp4,first,16\nclips/v1.mp4,second,\n")
     data = make_folder(FolderConfig(path=str(csv), num_frames=2, fps=16.0, resolution=8, test_fraction=0.0), "train")
     assert data.captions == ["first", "second"] and data.videos.shape == (2, 2, 3, 8, 8)
+
+
+def test_manifest_encodings_and_rational_rates(tmp_path, videos):
+    """Field cases 03 and 05: a spreadsheet's UTF-8 byte-order mark; ffprobe's rational rates; bad rates
+    and non-UTF-8 text stop with one line naming the file and line."""
+    bom = tmp_path / "bom.csv"
+    bom.write_text("path,text,fps\nclips/v0.mp4,first,30000/1001\nclips/v1.mp4,second, 16 \n", encoding="utf-8-sig")
+    assert bom.read_bytes()[:3] == b"\xef\xbb\xbf"
+    rows = list_videos(bom)
+    assert [r[1] for r in rows] == ["first", "second"]
+    assert rows[0][2] == pytest.approx(30000 / 1001) and rows[1][2] == 16.0
+    assert parse_rate("25", "x") == 25.0 and parse_rate(" 24000/1001 ", "x") == pytest.approx(23.976, abs=1e-3)
+    for value in ("nan", "0", "abc", "-8", "inf", "30/0"):
+        bad = tmp_path / "rates.csv"
+        bad.write_text(f"path,text,fps\nclips/v0.mp4,a,16\nclips/v1.mp4,b,{value}\n")
+        with pytest.raises(DataError, match=r"rates.csv line 3 \(clips/v1.mp4\): fps"):
+            list_videos(bad)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"path,text\nclips/v0.mp4,un caf\xe9 rouge\n")  # Latin-1
+    with pytest.raises(DataError, match="latin.csv: not UTF-8"):
+        list_videos(latin)
+    (videos / "v0.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(DataError, match="v0.txt: not UTF-8"):
+        list_videos(videos)
 
 
 def test_bad_inputs_name_the_file(tmp_path, videos):

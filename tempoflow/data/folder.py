@@ -65,23 +65,58 @@ class FolderDataset(CaptionedVideos):
     paths: list[Path]
 
 
+def parse_rate(text: str, where: str) -> float:
+    """A frame rate in frames per second from ``"29.97"`` or a rational ``"30000/1001"`` (how ffprobe
+    writes NTSC rates).
+
+    Raises:
+        DataError: not a number, or not finite and > 0; the message names ``where``.
+    """
+    num, _, den = text.strip().partition("/")
+    try:
+        rate = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        rate = float("nan")
+    if not (math.isfinite(rate) and rate > 0):
+        raise DataError(f"{where}: fps {text!r} is not a frame rate (a number > 0, or a ratio like 30000/1001)")
+    return rate
+
+
 def list_videos(path: str | Path) -> list[tuple[Path, str, float | None]]:
     """``(file, caption, fps or None)`` for every video of a folder or CSV manifest."""
     path = Path(path)
     if not str(path) or not path.exists():
         raise DataError(f"data.folder.path not found: {path}")
     if path.is_file():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        try:  # utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte-order mark
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not UTF-8 text (byte {err.start}); save the manifest as UTF-8") from err
         if not rows or "path" not in rows[0] or not ({"text", "caption"} & set(rows[0])):
             raise DataError(f"{path}: a manifest needs the columns path and text (or caption)")
+        # line numbers as an editor shows them: the header is line 1
         return [(path.parent / r["path"], (r.get("text") or r.get("caption") or "").strip(),
-                 float(r["fps"]) if r.get("fps") else None) for r in rows]
+                 parse_rate(r["fps"], f"{path} line {i + 2} ({r['path']})") if (r.get("fps") or "").strip() else None)
+                for i, r in enumerate(rows)]
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     if not files:
         raise DataError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {path}")
-    return [(p, p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").is_file() else "", None)
-            for p in files]
+    return [(p, read_caption(p.with_suffix(".txt")), None) for p in files]
+
+
+def read_caption(path: Path) -> str:
+    """The caption in ``path`` (UTF-8, with or without a byte-order mark), or "" if there is none.
+
+    Raises:
+        DataError: the file is not UTF-8 text.
+    """
+    if not path.is_file():
+        return ""
+    try:
+        return path.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); save the caption as UTF-8") from err
 
 
 def clip(frames: Tensor, rate: float, cfg: FolderConfig, where: Path) -> Tensor:

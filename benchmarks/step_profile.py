@@ -7,7 +7,7 @@ clipping, optimizer + scheduler, EMA. Then the same loop under ``torch.compile``
 optimizer is the overhead the time-to-quality issue asks to keep under 10 %.
 
     python benchmarks/step_profile.py                       # demo config, eager
-    python benchmarks/step_profile.py --compile             # + torch.compile of the network
+    python benchmarks/step_profile.py --compile --json docs/results/step_profile_cpu.json   # + torch.compile
     python benchmarks/step_profile.py configs/shapes_vlfm.yaml
 """
 
@@ -26,7 +26,6 @@ import torch
 from tempoflow.config import load_config
 from tempoflow.train.run import make_trainer
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 PARTS = ("batch", "forward", "backward", "clip", "optimizer", "ema")
 
 
@@ -74,7 +73,10 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the network")
+    ap.add_argument("--json", type=Path, help="also write the figures here (docs/results/step_profile_cpu.json)")
     args = ap.parse_args()
+    if args.steps < 1:
+        ap.error(f"--steps must be >= 1, got {args.steps}")
     rows = {}
     for compiled in (False, True) if args.compile else (False,):
         cfg = load_config(args.config, [*args.overrides, f"out_dir={tempfile.mkdtemp()}", "device=cpu",
@@ -92,7 +94,9 @@ def main() -> None:
               f"(text lookup {100 * row['text_lookup_share_inside_forward']:.1f}% of it inside forward)  "
               f"outside the network's fwd+bwd+opt {100 * row['outside_forward_backward_optimizer']:.1f}%", flush=True)
         del first
-    out = RESULTS / "step_profile_cpu.json"
+    if args.json is None:
+        return
+    out = args.json
     out.write_text(json.dumps({"config": args.config, "overrides": args.overrides, "threads": torch.get_num_threads(),
                                "cpu_count": os.cpu_count(), "torch": torch.__version__, "rows": rows}, indent=2))
     print(f"wrote {out}")

@@ -5,7 +5,7 @@ in a fresh process per setting, alone and next to an identical competitor proces
 timed steps together), and prints steps/s, for the thread settings in ``SETTINGS``: torch threads
 (1 or all cores) and how OpenMP's idle threads wait (spin, sleep, or spin briefly then sleep).
 
-    python benchmarks/thread_contention.py                 # writes docs/results/thread_contention_cpu.json
+    python benchmarks/thread_contention.py --json docs/results/thread_contention_cpu.json
     python benchmarks/thread_contention.py --steps 60 train.batch_size=16
 """
 
@@ -19,8 +19,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 WORKER = r"""
 import sys, time, tempfile, json, os
@@ -86,6 +84,7 @@ def run_together(n: int, threads: int, openmp: dict[str, str], steps: int, overr
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="dotted overrides of configs/demo.yaml")
+    ap.add_argument("--json", type=Path, help="also write the figures here (docs/results/thread_contention_cpu.json)")
     ap.add_argument("--steps", type=int, default=120, help="timed steps (the adaptive choice times windows of 25)")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
@@ -102,8 +101,9 @@ def main() -> None:
         rows.append(row)
         print(f"threads {threads or 'auto'}  {label:31s}  alone {alone:5.2f} steps/s  next to a second job "
               f"{shared:5.2f} steps/s  ({row['slowdown']:.1f}x slower)", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "thread_contention_cpu.json"
+    if args.json is None:
+        return
+    out = args.json
     out.write_text(json.dumps({"cpu_count": cores, "overrides": args.overrides, "steps": args.steps,
                                "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
     print(f"wrote {out}")

@@ -14,7 +14,8 @@ had not yet decayed: set ``train.steps`` to about budget x steps/s for a run tha
     python benchmarks/time_to_quality.py --plot docs/results/ttq_a.json docs/results/ttq_b.json \\
         --out docs/results/ttq_flow.png                      # overlay curves of earlier runs
 
-Writes ``docs/results/ttq_<name>.json`` (hardware, threads, config, the curve) and ``.png``. Works
+Writes ``docs/results/ttq_<name>.json`` (hardware, threads, config, the curve), ``.png`` and
+``ttq_<name>_samples.gif`` (the last snapshot's samples; ``--name`` defaults to "run" and overwrites). Works
 for ``flow`` and ``vlfm`` (for vlfm the final snapshot is also scored at 16 and 24 fps from one
 solve). The evaluation prompts are fixed by ``default_prompts``: evenly spread training captions
 and every held-out combination, never seen in training.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -143,6 +145,9 @@ def evaluate_snapshots(cfg: ExperimentConfig, text, snapshots: list[dict], seed:
                     for split in ("train", "heldout")
                 }
             row["rates_one_solve"] = rates
+            print("  from one solve: " + ", ".join(
+                f"{r} {v['train']['caption_accuracy']:.2f} / {v['heldout']['caption_accuracy']:.2f}"
+                for r, v in rates.items()) + " (train / held-out)", flush=True)
         if i == len(snapshots) - 1:
             for w in guidances:  # the sampler's guidance, to be chosen on the training captions only
                 row.setdefault("guidance_sweep", {})[f"{w:g}"] = score(method, cfg, pairs, refs, seed, w)[0]
@@ -156,7 +161,7 @@ def evaluate_snapshots(cfg: ExperimentConfig, text, snapshots: list[dict], seed:
             shown = rows[:8] + rows[-8:]  # 8 training captions, 8 held-out pairs
             write_video(gif, upscale(tile(torch.cat(shown), len(shown))), fps=cfg.data.shapes.fps)
         tr, ho = row["train"], row["heldout"]
-        print(f"  {row['minutes']:5.1f} min  step {row['step']:6d}  accuracy train {tr['caption_accuracy']:.2f} "
+        print(f"  {row['minutes']:5.2f} min  step {row['step']:6d}  accuracy train {tr['caption_accuracy']:.2f} "
               f"held-out {ho['caption_accuracy']:.2f}  PSNR {tr['nearest_bucket_psnr_db']:.1f} / "
               f"{ho['nearest_bucket_psnr_db']:.1f} dB", flush=True)
     return curve
@@ -164,8 +169,19 @@ def evaluate_snapshots(cfg: ExperimentConfig, text, snapshots: list[dict], seed:
 
 def run(config: str, overrides: list[str], minutes: float, every: float, name: str, seed: int,
         guidances: list[float] = ()) -> dict:
-    out_dir = tempfile.mkdtemp(prefix=f"ttq_{name}_")
+    out_dir = tempfile.mkdtemp(prefix=f"ttq_{name}_")  # the run's checkpoints; removed at the end
+    try:
+        return _run(config, overrides, minutes, every, name, seed, guidances, out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _run(config: str, overrides: list[str], minutes: float, every: float, name: str, seed: int,
+         guidances: list[float], out_dir: str) -> dict:
     cfg = load_config(config, [*overrides, f"out_dir={out_dir}", f"eval.num_prompts={EVAL_PROMPTS}"])
+    if cfg.method not in ("flow", "vlfm") or cfg.data.name != "shapes":
+        raise SystemExit(f"time_to_quality scores flow or vlfm on shapes (the oracle reads shapes captions), "
+                         f"got method {cfg.method!r} on data {cfg.data.name!r}")
     t_setup = time.perf_counter()
     trainer = make_trainer(cfg)
     setup_s = time.perf_counter() - t_setup
@@ -173,13 +189,13 @@ def run(config: str, overrides: list[str], minutes: float, every: float, name: s
     result = trainer.fit(callback=snaps)
     train_s = snaps.stopped_at or snaps.elapsed()
     print(f"{name}: {result.step} steps in {train_s / 60:.1f} min of training "
-          f"({result.step / train_s:.2f} steps/s); setup {setup_s:.0f} s; scoring {len(snaps.items)} snapshots",
+          f"({result.step / train_s:.2f} steps/s); setup {setup_s:.0f} s; scoring {len(snaps.items)} snapshot(s)",
           flush=True)
     text = trainer.unwrapped.text
     t_eval = time.perf_counter()
-    gif = Path(out_dir) / "final_samples.gif"
+    gif = RESULTS / f"ttq_{name}_samples.gif"
     curve = evaluate_snapshots(cfg, text, snaps.items, seed, gif, guidances)
-    print(f"final snapshot's samples (truth first in each row): {gif}")
+    print(f"last snapshot's samples (truth first in each row): {gif}")
     record = {
         "name": name, "config": config, "overrides": overrides, "method": cfg.method,
         "budget_minutes": minutes, "hardware": hardware_record(), "setup_seconds": setup_s,
@@ -232,10 +248,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="the PNG of --plot")
     args = ap.parse_intermixed_args()
     if args.plot:
-        plot([json.loads(Path(p).read_text()) for p in args.plot], args.out or RESULTS / "ttq_overlay.png")
+        out = args.out or RESULTS / "ttq_overlay.png"
+        plot([json.loads(Path(p).read_text()) for p in args.plot], out)
+        print(f"wrote {out}")
         return
     if not args.config:
         ap.error("give a config (or --plot)")
+    if not (args.minutes > 0 and args.every > 0):
+        ap.error(f"--minutes and --every must be > 0, got {args.minutes} and {args.every}")
     record = run(args.config, args.overrides, args.minutes, args.every, args.name, args.seed, args.guidance_sweep)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"ttq_{args.name}.json").write_text(json.dumps(record, indent=2))

@@ -120,6 +120,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise ConfigError(f"--fps and --duration must be > 0, got {fps} and {duration}")
         times = torch.arange(1, max(1, round(duration * fps)) + 1, dtype=torch.float64) / fps
         out = method.sample(captions, generator=gen, times=times.float())
+    elif args.frames is not None:
+        if args.frames < 1:
+            raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+        if getattr(method, "continuous_time", False):
+            raise ConfigError("--frames: a continuous-time method (vlfm) takes --fps and --duration")
+        out = method.sample(captions, generator=gen, num_frames=args.frames)
     else:
         out = method.sample(captions, generator=gen)
     video = upscale(tile(out.video.float().cpu(), len(args.prompt)), args.scale)
@@ -217,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", action="append", default=None,
                    help="caption (repeat for several); not used by trajectory methods (lifting, ardm)")
     s.add_argument("--frames", type=int, default=None,
-                   help="trajectory methods: frames per roll-out, given ones included (default: training length)")
+                   help="frames per video (flow with the DiT) or per roll-out, given ones included (trajectory "
+                        "methods); default: the training length")
     s.add_argument("--num", type=int, default=1, help="samples per prompt")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.mp4", help=".mp4, .gif or .webm")

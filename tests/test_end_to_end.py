@@ -23,6 +23,11 @@ def test_train_sample_eval_through_the_cli(tmp_path, capsys):
     # 2 prompts (rows) x 2 samples (columns) of 16x16 with a 1-pixel gutter, upscaled x2
     assert clip.frames.shape == (4, 3, 2 * 2 * 18, 2 * 2 * 18)
 
+    # the demo's UNet is built for the training length: another --frames is one line, exit 2
+    assert main(["sample", str(run), "--prompt", "a red circle moves left", "--frames", "8", "--out",
+                 str(tmp_path / "f.mp4"), "--device", "cpu"]) == 2
+    assert "built for 4 frames" in capsys.readouterr().err
+
     ev = tmp_path / "eval"
     assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "sample.num_per_prompt=2",
                  "eval.num_prompts=4"]) == 0
@@ -38,6 +43,17 @@ def test_train_sample_eval_through_the_cli(tmp_path, capsys):
     html = (ev / "report.html").read_text()
     assert "data:image/gif;base64," in html and "Training loss" in html and "PSNR vs time" in html
     assert read_video(ev / "samples.mp4").frames.shape[0] == 4
+
+
+def test_dit_flow_samples_other_lengths_with_frames(tmp_path):
+    run = tmp_path / "dit"
+    assert main(["train", "configs/demo.yaml", *TINY, "flow.backbone=dit", "train.steps=2", f"out_dir={run}"]) == 0
+    out = tmp_path / "long.mp4"
+    assert main(["sample", str(run), "--prompt", "a red circle moves left", "--frames", "8", "--out", str(out),
+                 "--scale", "1", "sample.steps=2", "--device", "cpu"]) == 0
+    assert read_video(out).frames.shape[0] == 8
+    assert main(["sample", str(run), "--prompt", "a red circle moves left", "--frames", "3", "--out", str(out),
+                 "--device", "cpu"]) == 2  # 3 frames do not tile into patches of 2
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from tempoflow.codecs import make_codec
 from tempoflow.config import ExperimentConfig
+from tempoflow.errors import ConfigError
 from tempoflow.flows.guidance import guided
 from tempoflow.flows.paths import make_path
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
@@ -97,6 +98,12 @@ class FlowMatching(Method):
         steps = steps or sc.steps
         guidance = sc.guidance if guidance is None else guidance
         num_frames = num_frames or self.num_frames
+        if num_frames != self.num_frames and isinstance(self.net, StackedFramesUNet):
+            raise ConfigError(f"this flow's UNet velocity field is built for {self.num_frames} frames and cannot "
+                              f"sample {num_frames} (flow.backbone: dit can)")
+        if isinstance(self.net, DiT) and num_frames % self.net.cfg.patch_t:
+            raise ConfigError(f"{num_frames} frames do not tile into the DiT's patches of "
+                              f"{self.net.cfg.patch_t} frames")
         param = next(self.net.parameters())
         cond = self.encode_text(captions, param.device)
         B = len(captions)

@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from tempoflow.errors import ConfigError, TempoflowError
@@ -253,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"tempoflow: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides (key=value) may come after options too: `sample RUN --num 2 sample.steps=8`.
@@ -267,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         print("tempoflow: error: --num must be >= 1", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # a warning is one line too, like an error
+            warnings.showwarning = _one_line_warning
+            return args.func(args)
     except TempoflowError as err:
         print(f"tempoflow: error: {err}", file=sys.stderr)
         return 2

@@ -138,3 +138,13 @@ def test_empty_caption_is_a_clear_error(tiny_cfg):
     method = build_method(tiny_cfg())
     with pytest.raises(DataError, match="caption 1 is empty"):
         method.sample(["a red circle moves left", "  "])
+
+
+def test_guidance_on_a_model_never_trained_unconditionally_warns(tiny_cfg, recwarn):
+    """Field case 18: with caption_dropout=0 the unconditional velocity is untrained; guidance != 1 warns."""
+    method = build_method(tiny_cfg("flow.caption_dropout=0.0")).eval()
+    with pytest.warns(UserWarning, match=r"flow.caption_dropout=0"):
+        method.sample(CAPTIONS[:1], generator=torch.Generator().manual_seed(0), steps=1, guidance=2.0)
+    recwarn.clear()
+    method.sample(CAPTIONS[:1], generator=torch.Generator().manual_seed(0), steps=1, guidance=1.0)
+    assert not [w for w in recwarn if "caption_dropout" in str(w.message)]

@@ -13,15 +13,31 @@ to noise predictions: the velocity is affine in the noise prediction at fixed ``
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["ModelFn", "cfg_velocity", "guided"]
+__all__ = ["ModelFn", "cfg_velocity", "guided", "warn_if_unconditional_untrained"]
 
 # model_fn(x, t, drop_mask) -> velocity: drop_mask[i] = True runs sample i without its conditioning.
 ModelFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def warn_if_unconditional_untrained(scale: float, caption_dropout: float, setting: str) -> None:
+    """Warn when guidance ``scale`` ≠ 1 uses a model whose captions were never dropped in training:
+    its unconditional velocity ``v(x, t | ∅)`` is untrained, and guidance mixes it in.
+
+    Args:
+        scale: guidance weight ``w``.
+        caption_dropout: the training probability of dropping the caption.
+        setting: the config key that set it, named in the message (e.g. ``flow.caption_dropout``).
+    """
+    if scale != 1.0 and caption_dropout == 0.0:
+        warnings.warn(f"guidance {scale:g} on a model trained with {setting}=0: its unconditional velocity "
+                      "was never trained; sample with sample.guidance=1 or train with caption dropout",
+                      UserWarning, stacklevel=3)
 
 
 def cfg_velocity(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:

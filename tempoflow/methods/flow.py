@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from tempoflow.codecs import make_codec
 from tempoflow.config import ExperimentConfig
 from tempoflow.errors import ConfigError
-from tempoflow.flows.guidance import guided
+from tempoflow.flows.guidance import guided, warn_if_unconditional_untrained
 from tempoflow.flows.paths import make_path
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.time_sampling import FlowTimeSampler
@@ -97,6 +97,7 @@ class FlowMatching(Method):
         solver = solver or sc.solver
         steps = steps or sc.steps
         guidance = sc.guidance if guidance is None else guidance
+        warn_if_unconditional_untrained(guidance, self.cfg.flow.caption_dropout, "flow.caption_dropout")
         num_frames = num_frames or self.num_frames
         if num_frames != self.num_frames and isinstance(self.net, StackedFramesUNet):
             raise ConfigError(f"this flow's UNet velocity field is built for {self.num_frames} frames and cannot "

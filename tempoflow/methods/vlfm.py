@@ -29,7 +29,7 @@ from tempoflow.codecs import make_codec
 from tempoflow.config import ExperimentConfig
 from tempoflow.data import frame_rate
 from tempoflow.errors import ConfigError
-from tempoflow.flows.guidance import guided
+from tempoflow.flows.guidance import guided, warn_if_unconditional_untrained
 from tempoflow.flows.legendre import projection_matrix
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.video_path import VideoLatentPath, trajectory
@@ -158,6 +158,7 @@ class VideoLatentFlow(Method):
         sc = self.cfg.sample
         solver = solver or sc.solver
         guidance = sc.guidance if guidance is None else guidance
+        warn_if_unconditional_untrained(guidance, self.cfg.vlfm.caption_dropout, "vlfm.caption_dropout")
         steps_per_frame = steps_per_frame or self.cfg.vlfm.steps_per_frame
         times = self.check_times(times)
         param = next(self.net.parameters())

@@ -245,3 +245,34 @@ def test_projection_matrices_shapes_and_dtype():
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_ill_conditioned_orders_are_refused_and_accepted_ones_fit_in_float32():
+    """Field case 12: against numpy's float64 least squares (legvander + QR), every order VLFM accepts
+    fits 32 frames to 1e-4 relative after H is stored in float32; orders past MAX_CONDITION are refused."""
+    import numpy as np
+
+    from tempoflow.config import load_config
+    from tempoflow.errors import ConfigError
+    from tempoflow.flows.legendre import MAX_CONDITION, design_condition
+    from tempoflow.flows.video_path import trajectory
+    from tempoflow.train.run import build_method
+
+    N, fps = 32, 8.0
+    base = ["method=vlfm", "text.encoder=hashing", "text.dim=16", "data.shapes.resolution=8",
+            f"data.shapes.num_frames={N}", "model.dim=16", "model.depth=1", "model.heads=2", "device=cpu"]
+    video = torch.rand(2, N, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for order in (8, 16, 19):
+        method = build_method(load_config(None, [*base, f"vlfm.order={order}"]))
+        latents = method.codec.encode(video)
+        H = method.project(latents)
+        assert H.dtype == torch.float32
+        got = trajectory(H, torch.arange(1, N + 1) / fps, N / fps)[0].double().numpy()
+        Q = np.linalg.qr(np.polynomial.legendre.legvander(2 * np.arange(1, N + 1) / N - 1, order - 1))[0]
+        y = latents.double().flatten(2).numpy()
+        exact = np.einsum("ij,bjd->bid", Q @ Q.T, y)
+        assert np.abs(got - exact).max() / np.abs(exact).max() < 1e-4
+    assert design_condition(N, 19) <= MAX_CONDITION < design_condition(N, 20)
+    for order in (20, 32):
+        with pytest.raises(ConfigError, match=r"ill-conditioned .* use vlfm.order <= 19"):
+            build_method(load_config(None, [*base, f"vlfm.order={order}"]))

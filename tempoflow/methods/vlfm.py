@@ -30,7 +30,7 @@ from tempoflow.config import ExperimentConfig
 from tempoflow.data import frame_rate
 from tempoflow.errors import ConfigError
 from tempoflow.flows.guidance import guided, warn_if_unconditional_untrained
-from tempoflow.flows.legendre import projection_matrix
+from tempoflow.flows.legendre import MAX_CONDITION, design_condition, projection_matrix
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.video_path import VideoLatentPath, trajectory
 from tempoflow.methods.base import Method, Samples, rand, randn
@@ -64,8 +64,14 @@ class VideoLatentFlow(Method):
         self.fps = frame_rate(cfg.data)
         self.duration = self.num_frames / self.fps  # T in seconds
         self.latent_shape = self.codec.latent_shape(channels, height, width)
-        # H = framesᵀ W (tempoflow.flows.legendre); W kept on the method's device, not rebuilt per step
-        W = projection_matrix(self.num_frames, v.order, v.projection).float()
+        condition = design_condition(self.num_frames, v.order)
+        if condition > MAX_CONDITION:
+            largest = max(s for s in range(1, self.num_frames + 1) if design_condition(self.num_frames, s) <= MAX_CONDITION)
+            raise ConfigError(
+                f"vlfm.order={v.order} on {self.num_frames} frames is ill-conditioned (condition {condition:.1e} > "
+                f"{MAX_CONDITION:g}: the float32 fit would miss the frames); use vlfm.order <= {largest}")
+        # H = framesᵀ W (tempoflow.flows.legendre), computed in float64; W kept on the method's device
+        W = projection_matrix(self.num_frames, v.order, v.projection)
         self.register_buffer("projection", W, persistent=False)
         self.path = VideoLatentPath(schedule=v.schedule, sigma_min=v.sigma_min, alpha=v.alpha,
                                     hold_first_frame=v.hold_first_frame)
@@ -88,7 +94,7 @@ class VideoLatentFlow(Method):
 
     def project(self, latents: Tensor) -> Tensor:
         """Latent videos ``(B, N, *latent_shape)`` → Legendre coefficients ``H`` ``(B, d, s)``."""
-        return latents.flatten(2).float().mT @ self.projection  # (B, d, N) @ (N, s)
+        return (latents.flatten(2).double().mT @ self.projection).float()  # (B, d, N) @ (N, s), fit in float64
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """batch: ``video`` (B, N, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""

@@ -37,6 +37,24 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
     assert any(not torch.equal(fresh[k], wa[k]) for k in wa)
 
 
+def test_log_after_resume_has_each_step_once_with_its_own_mean(tiny_cfg, tmp_path):
+    """Field case 09: records past the resumed step (and a line cut short by a crash) are dropped, and
+    the first record after a resume averages the steps actually run since the one before."""
+    ref = train(tiny_cfg("train.steps=8", "train.log_every=1", "train.checkpoint_every=100",
+                         f"out_dir={tmp_path / 'ref'}"))
+    per_step = {r["step"]: r["loss"] for r in ref.log}
+    opts = ("train.steps=8", "train.log_every=3", "train.checkpoint_every=4", f"out_dir={tmp_path / 'run'}")
+    train(tiny_cfg(*opts), until=4)  # logs 3, checkpoints 4 (and 4, as it stops there)
+    log = tmp_path / "run" / "log.jsonl"
+    with open(log, "a") as f:  # what an interrupted run leaves: a record past the checkpoint, a cut line
+        f.write(json.dumps({"step": 6, "loss": 123.0}) + "\n" + '{"step": 7, "lo')
+    train(tiny_cfg(*opts), resume=True)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 4, 6, 8]
+    assert records[2]["loss"] == pytest.approx((per_step[5] + per_step[6]) / 2, rel=1e-5)
+    assert records[3]["loss"] == pytest.approx((per_step[7] + per_step[8]) / 2, rel=1e-5)
+
+
 def test_refuses_to_overwrite_and_needs_a_checkpoint_to_resume(tiny_cfg, tmp_path):
     cfg = tiny_cfg("train.steps=2")
     with pytest.raises(CheckpointError, match="no checkpoint"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -220,6 +221,24 @@ class Trainer:
             raise CheckpointError(f"--resume: checkpoint {path} has no training state")
         self.accelerator.load_state(str(path / STATE))
 
+    def truncate_log(self) -> None:
+        """Drop ``log.jsonl`` records past the resumed step (and unreadable lines, e.g. one cut short by
+        a crash): those steps run again, and each step is logged once. Rewritten by rename."""
+        path = self.out_dir / "log.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= self.state.step:
+                kept.append(line)
+        tmp = path.with_name(".log.jsonl.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, path)
+
     def fit(
         self, resume: bool = False, until: int | None = None, callback: Callable[[int], bool] | None = None
     ) -> TrainResult:
@@ -241,6 +260,8 @@ class Trainer:
             self.resume()
         main = self.accelerator.is_main_process
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume and main:
+            self.truncate_log()
         start_step = self.state.step
         with contextlib.ExitStack() as stack:
             log_file = writer = None
@@ -276,6 +297,7 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         dev = acc.device
         loss_sum = torch.zeros((), device=dev)
+        since_log = 0  # steps run since the last record (after a resume: not step % log_every)
         term_sums: dict[str, torch.Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=dev)
         last_good: Path | None = None
@@ -302,6 +324,7 @@ class Trainer:
                 if k != "loss" and isinstance(v, torch.Tensor) and v.ndim == 0:
                     term_sums[k] = term_sums.get(k, 0.0) + v.detach().float()
             self.state.step += 1
+            since_log += 1
             if self.threads is not None:
                 self.threads.step()
             bar.update(1)
@@ -316,7 +339,7 @@ class Trainer:
                     f"Last good checkpoint: {last_good or 'none written yet'}"
                 )
             if at_log:
-                n = step % cfg.log_every or cfg.log_every
+                n, since_log = since_log, 0
                 last_loss = float(loss_sum) / n
                 loss_sum.zero_()
                 now = time.perf_counter()

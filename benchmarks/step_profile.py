@@ -49,6 +49,8 @@ def profile(trainer, steps: int, warmup: int) -> dict:
         trainer.optimizer.zero_grad(set_to_none=True)
         marks.append(time.perf_counter())
         trainer.ema.update(trainer.unwrapped)
+        if trainer.threads is not None:  # the adaptive thread count (train.cpu_threads=0), as in training
+            trainer.threads.step()
         marks.append(time.perf_counter())
         if i >= warmup:
             for name, a, b in zip(PARTS, marks, marks[1:]):

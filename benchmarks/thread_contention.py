@@ -20,30 +20,22 @@ import tempfile
 import time
 from pathlib import Path
 
+# One worker: the trainer's step as benchmarks/step_profile.py times it, warm-up, then a barrier so
+# that competing workers time their steps together.
 WORKER = r"""
 import sys, time, tempfile, json, os
-import torch
+sys.path.insert(0, os.path.dirname(sys.argv[6]))
+from step_profile import profile
 from tempoflow.config import load_config
 from tempoflow.train.run import make_trainer
 threads, steps, overrides, config, barrier = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
 cfg = load_config(config, [*overrides, "out_dir=" + tempfile.mkdtemp(), "device=cpu", f"train.cpu_threads={threads}"])
 tr = make_trainer(cfg)
-def step():
-    batch = tr.batch()
-    loss = tr.method(batch, tr.state.noise_gen)["loss"]
-    tr.accelerator.backward(loss)
-    tr.optimizer.step(); tr.optimizer.zero_grad(set_to_none=True); tr.ema.update(tr.unwrapped)
-    if tr.threads is not None:
-        tr.threads.step()
-for _ in range(5):
-    step()
+profile(tr, 5, 0)
 open(barrier + "." + str(os.getpid()), "w").close()  # ready; wait until every worker is
 while not os.path.exists(barrier + ".go"):
     time.sleep(0.01)
-t = time.perf_counter()
-for _ in range(steps):
-    step()
-print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t), "threads": torch.get_num_threads()}))
+print(json.dumps({"steps_per_s": profile(tr, steps, 0)["steps_per_s"]}))
 """
 
 
@@ -65,7 +57,7 @@ def run_together(n: int, threads: int, openmp: dict[str, str], steps: int, overr
     with tempfile.TemporaryDirectory() as tmp:
         barrier = os.path.join(tmp, "barrier")
         procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(threads), str(steps), json.dumps(overrides),
-                                   str(CONFIG), barrier], env=env, stdout=subprocess.PIPE,
+                                   str(CONFIG), barrier, str(Path(__file__).resolve())], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(n)]
         while len([f for f in os.listdir(tmp) if f.startswith("barrier.")]) < n:
             if any(p.poll() is not None for p in procs):

@@ -87,5 +87,5 @@ class StackedFramesUNet(nn.Module):
             )
         B, T, C, H, W = x.shape
         cond = pooled_or_null(pooled, self.null_pooled, drop, B)  # (B, Dt)
-        out = self.unet(x.reshape(B, T * C, H, W), label=self.cond_norm(cond), t=t.expand(B) if t.ndim == 0 else t)  # (B, T C, H, W)
+        out = self.unet(x.reshape(B, T * C, H, W), label=self.cond_norm(cond), t=t)  # (B, T C, H, W)
         return out.view(B, T, self.out_channels, H, W)

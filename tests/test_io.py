@@ -232,3 +232,105 @@ def test_unknown_suffix_on_write(tmp_path, name):
 def test_malformed_input_on_write(tmp_path, video, fps):
     with pytest.raises(ValueError):
         write_video(tmp_path / "bad.mp4", video, fps=fps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Users' own files (issue 15 kind A): rotation, variable frame rate, early stop, memory.
+
+
+def _mux(path, arrays, times=None, rate=8, rotation=0):
+    """An H.264 mp4 of ``(H, W, 3)`` uint8 arrays, at ``rate`` or at the given capture ``times`` (s)."""
+    from fractions import Fraction
+
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width = arrays[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if times is not None:
+            stream.codec_context.time_base = stream.time_base = tb
+        for i, array in enumerate(arrays):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), tb
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_display_rotation_is_applied(tmp_path, rotation):
+    """Phones store portrait video as landscape frames plus a display matrix; reference: np.rot90 of
+    the coded frame by the rotation PyAV reports (degrees counter-clockwise)."""
+    from tempoflow.data.io import read_clip
+
+    mark = np.zeros((32, 48), np.uint8)
+    mark[:8] = 255
+    mark[8:24, :8] = 255  # an L: a wrong turn or a flip shows
+    path = _mux(tmp_path / "r.mp4", [np.dstack([mark] * 3)] * 4, rotation=rotation)
+    with av.open(str(path)) as c:
+        stored = next(c.decode(video=0)).rotation
+    want = np.rot90(mark, stored // 90).astype(np.float32) / 255
+    got = read_video(path).frames[0].mean(0).numpy()
+    assert got.shape == want.shape and np.abs(got - want).mean() < 0.05
+    clip = read_clip(path, 2, 8.0)
+    assert clip.shape == (2, *want.shape, 3) and clip.dtype == np.uint8
+
+
+def test_variable_frame_rate_clip_by_timestamp(tmp_path):
+    """A burst 50 ms apart, then frames 250 ms apart (field case 02): clip frame k is the frame on
+    screen at k / fps (brute force over the known capture times), and a clip that fits the file's
+    duration is accepted though the file has fewer frames than its stored rate (20) x duration."""
+    from tempoflow.data.io import read_clip
+
+    times = [0.05 * i for i in range(20)] + [1.0 + 0.25 * i for i in range(10)]
+    ends = times[1:] + [times[-1] + 0.25]
+    level = 8
+    arrays = [np.full((16, 16, 3), level * i, np.uint8) for i in range(len(times))]
+    path = _mux(tmp_path / "vfr.mp4", arrays, times=times, rate=20)
+    fps = 2.0
+    clip = read_clip(path, 6, fps)  # to 3.0 s
+    shot = [round(float(f.mean()) / level) for f in clip]
+    for k, i in enumerate(shot, 1):
+        on_screen = [j for j in range(len(times)) if times[j] < k / fps + 1e-9 <= ends[j] + 1e-9]
+        assert i == on_screen[0], (k, shot)
+    with pytest.raises(DataError, match=r"shorter than a clip of 7 frames"):
+        read_clip(path, 7, fps)  # 3.5 s > 3.25 s + the last frame's stored duration
+    # a rate given by the caller (a manifest's fps) spaces the frames evenly instead: frame k at k / 20
+    even = read_clip(path, 3, 10.0, file_fps=20.0)
+    assert [round(float(f.mean()) / level) for f in even] == [1, 3, 5]
+
+
+def test_clip_stops_decoding_after_its_last_frame(tmp_path, monkeypatch):
+    """A 2-frame clip at the file's rate from a 40-frame file decodes 3 frames (the third shows the
+    second has left the screen), not 40."""
+    import tempoflow.data.io as io
+
+    arrays = [np.full((16, 16, 3), 6 * i, np.uint8) for i in range(40)]
+    path = _mux(tmp_path / "long.mp4", arrays, rate=8)
+    decoded = []
+    original = io._decoded
+
+    def counting(*args):
+        for item in original(*args):
+            decoded.append(1)
+            yield item
+
+    monkeypatch.setattr(io, "_decoded", counting)
+    clip = io.read_clip(path, 2, 8.0)
+    assert len(decoded) == 3
+    assert [round(float(f.mean()) / 6) for f in clip] == [0, 1]  # frame k (1-based) at k / fps
+
+
+def test_video_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    import tempoflow.data.io as io
+    from tempoflow.data.folder import FolderConfig, make_folder
+
+    path = write_video(tmp_path / "v" / "a.mp4", smooth_video(4, 32, 32), fps=8)
+    monkeypatch.setattr(io, "available_memory", lambda: 10_000)  # bytes
+    with pytest.raises(DataError, match=r"reading 4 frames of 32x32 from .*a\.mp4 needs .* GiB"):
+        read_video(path)
+    with pytest.raises(DataError, match=r"clips of 2 frames at 64x64 .* needs"):
+        make_folder(FolderConfig(path=str(path.parent), num_frames=2, resolution=64, test_fraction=0.0), "train")

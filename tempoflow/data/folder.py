@@ -8,9 +8,11 @@
 - a folder: every video file in it (mp4, webm, mkv, mov, avi, gif), sorted by name, each captioned by
   the ``.txt`` file of the same stem when there is one (else the empty caption: unconditional).
 
-Every video becomes one clip of ``num_frames`` frames at ``fps`` (frames resampled to ``k / fps``
-seconds from the file's own rate by nearest frame), centre-cropped to a square and resized to
-``resolution``. A file shorter than the clip, missing or corrupt is an error naming it. Videos with
+Every video becomes one clip of ``num_frames`` frames at ``fps``: clip frame ``k`` is the frame on
+screen at ``k / fps`` seconds by the file's timestamps (variable frame rates included; a manifest's
+``fps`` instead spaces the file's frames evenly at that rate), turned upright by the file's display
+rotation, centre-cropped to a square and resized to ``resolution``. Only the frames a clip needs are
+decoded and kept. A file shorter than the clip (by duration), missing or corrupt is an error naming it. Videos with
 equal captions form a bucket; the split is by video, deterministic from ``seed``; there is no
 "heldout" split of unseen combinations (it is empty).
 """
@@ -24,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of
-from tempoflow.data.io import read_video
+from tempoflow.data.io import read_clip, require_memory, to_float_frames
 from tempoflow.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif")
@@ -119,22 +120,12 @@ def read_caption(path: Path) -> str:
         raise DataError(f"{path}: not UTF-8 text (byte {err.start}); save the caption as UTF-8") from err
 
 
-def clip(frames: Tensor, rate: float, cfg: FolderConfig, where: Path) -> Tensor:
-    """``(T_file, 3, H, W)`` at ``rate`` fps → ``(num_frames, 3, R, R)``: frames nearest to ``k / fps``."""
-    index = torch.round(torch.arange(1, cfg.num_frames + 1, dtype=torch.float64) * rate / cfg.fps).long() - 1
-    index = index.clamp_min(0)
-    if int(index[-1]) >= frames.shape[0]:
-        raise DataError(f"{where}: {frames.shape[0]} frames at {rate:g} fps are shorter than a clip of "
-                        f"{cfg.num_frames} frames at {cfg.fps:g} fps")
-    video = frames[index]  # (T, 3, H, W)
-    H, W = video.shape[-2:]
+def crop_and_resize(frames: np.ndarray, resolution: int) -> Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(T, 3, R, R)`` float32 in [0, 1]: centre square, resized frame by frame."""
+    H, W = frames.shape[1:3]
     side = min(H, W)
     top, left = (H - side) // 2, (W - side) // 2
-    video = video[..., top : top + side, left : left + side]  # centre crop to a square
-    if side != cfg.resolution:
-        video = F.interpolate(video, size=(cfg.resolution, cfg.resolution), mode="bilinear", antialias=True,
-                              align_corners=False).clamp(0, 1)
-    return video
+    return to_float_frames(frames[:, top : top + side, left : left + side], (resolution, resolution))
 
 
 def make_folder(cfg: FolderConfig, split: str) -> FolderDataset:
@@ -146,13 +137,15 @@ def make_folder(cfg: FolderConfig, split: str) -> FolderDataset:
     n_test = math.floor(cfg.test_fraction * len(entries))
     chosen = {"test": order[:n_test], "train": order[n_test:], "heldout": order[:0]}[split]
     chosen = sorted(int(i) for i in chosen)
-    videos, captions, paths = [], [], []
-    for i in chosen:
+    R = cfg.resolution
+    require_memory(len(chosen) * cfg.num_frames * 3 * R * R * 4,
+                   f"{len(chosen)} clips of {cfg.num_frames} frames at {R}x{R} ({split} split of {cfg.path})",
+                   "lower data.folder.resolution or num_frames, or use fewer videos")
+    stacked = torch.empty(len(chosen), cfg.num_frames, 3, R, R)
+    captions, paths = [], []
+    for n, i in enumerate(chosen):
         file, caption, fps = entries[i]
-        decoded = read_video(file, fps=fps)
-        videos.append(clip(decoded.frames, decoded.fps, cfg, file))
+        stacked[n] = crop_and_resize(read_clip(file, cfg.num_frames, cfg.fps, file_fps=fps), R)
         captions.append(caption)
         paths.append(file)
-    R = cfg.resolution
-    stacked = torch.stack(videos) if videos else torch.zeros(0, cfg.num_frames, 3, R, R)
     return FolderDataset(stacked, captions, bucket_ids_of(captions), float(cfg.fps), split, paths)

@@ -24,6 +24,7 @@ from tempoflow.config import load_config
 from tempoflow.data import frame_rate, load_dataset
 from tempoflow.flows.legendre import projection_matrix
 from tempoflow.flows.video_path import trajectory
+from tempoflow.methods.conditioning import encode_captions
 from tempoflow.train.run import load_method
 
 
@@ -38,7 +39,7 @@ def change_head_r2(run: str, videos: int, seed: int = 0) -> list[float]:
     H = method.project(method.codec.encode(data.videos[:videos]))  # (B, d, s)
     B, d, _ = H.shape
     T, N, fps = method.duration, method.num_frames, method.fps
-    cond = method.encode_text(list(data.captions[:videos]), H.device)
+    cond = encode_captions(method.text, list(data.captions[:videos]), H.device)
     gen = torch.Generator().manual_seed(seed)
     r2 = []
     for k in range(1, N):

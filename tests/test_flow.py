@@ -8,6 +8,7 @@ import torch
 from tempoflow.config import DiTConfig
 from tempoflow.data import load_dataset
 from tempoflow.flows.solvers import solve_ode
+from tempoflow.methods.conditioning import encode_captions
 from tempoflow.nets.dit import DiT
 from tempoflow.nets.unet import UNetConfig
 from tempoflow.nets.video_unet import StackedFramesUNet
@@ -83,7 +84,7 @@ def test_guidance_scale_one_is_the_conditional_model(tiny_cfg):
     g1 = torch.Generator().manual_seed(3)
     out = method.sample(CAPTIONS, generator=g1, solver="euler", steps=3, guidance=1.0)
     assert out.nfe == 3  # no unconditional half at w = 1
-    cond = method.encode_text(CAPTIONS, torch.device("cpu"))
+    cond = encode_captions(method.text, CAPTIONS, torch.device("cpu"))
     x_init = torch.randn((2, method.num_frames, *method.latent_shape), generator=torch.Generator().manual_seed(3))
     ref = solve_ode(lambda x, t: method.net(x, t.expand(2), **cond), x_init, torch.tensor([0.0, 1.0]),
                     method="euler", steps=3)

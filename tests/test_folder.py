@@ -93,3 +93,40 @@ def test_train_and_eval_a_flow_on_your_folder(tmp_path, videos):
     assert main(["train", "configs/demo.yaml", *TINY, *data, f"out_dir={run}"]) == 0
     assert main(["eval", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
     assert main(["train", "configs/demo.yaml", *TINY, "data.name=folder", f"out_dir={tmp_path / 'x'}"]) == 2
+
+
+def test_uncaptioned_videos_train_on_the_null_condition(tiny_cfg):
+    """Field case 06: an empty caption is the null condition. Reference: the same batch with every
+    caption dropped by caption_dropout≈1 (the same noise draws; both seeded draws fall below it) gives the same loss."""
+    from tempoflow.train.run import build_method
+
+    for method_name in ("flow", "vlfm"):
+        video = torch.rand(2, 4, 3, 16, 16)
+        losses = []
+        for dropout, captions in ((0.0, ["", "  "]), (0.999999, ["a red circle moves left", "a blue square"])):
+            cfg = tiny_cfg(f"method={method_name}", f"flow.caption_dropout={dropout}",
+                           f"vlfm.caption_dropout={dropout}", "vlfm.order=3")
+            method = build_method(cfg)
+            gen = torch.Generator().manual_seed(0)
+            losses.append(method.loss({"video": video, "caption": captions}, gen)["loss"].item())
+        assert losses[0] == pytest.approx(losses[1], rel=1e-6), method_name
+
+
+def test_a_method_that_needs_captions_names_the_uncaptioned_files(tmp_path):
+    from tempoflow.errors import DataError
+    from tempoflow.train.run import _require_captions
+
+    paths = [tmp_path / f"v{i}.mp4" for i in range(5)]
+    with pytest.raises(DataError, match=r"none for .*v1\.mp4, .*v2\.mp4, .*v3\.mp4 and 1 more"):
+        _require_captions("align", ["x", "", " ", "", ""], paths)
+    with pytest.raises(DataError, match="none for video 0"):
+        _require_captions("align", [""], None)
+    _require_captions("align", ["x"], paths[:1])
+
+
+def test_train_a_flow_on_a_half_captioned_folder(tmp_path, videos):
+    for txt in list(videos.glob("*.txt"))[:2]:
+        txt.unlink()
+    data = ["data.name=folder", f"data.folder.path={videos}", "data.folder.num_frames=4", "data.folder.resolution=16",
+            "data.folder.test_fraction=0.0"]
+    assert main(["train", "configs/demo.yaml", *TINY, *data, f"out_dir={tmp_path / 'run'}"]) == 0

@@ -306,7 +306,7 @@ def test_variable_frame_rate_clip_by_timestamp(tmp_path):
 def test_clip_stops_decoding_after_its_last_frame(tmp_path, monkeypatch):
     """A 2-frame clip at the file's rate from a 40-frame file decodes 3 frames (the third shows the
     second has left the screen), not 40."""
-    import tempoflow.data.io as io
+    from tempoflow.data import io
 
     arrays = [np.full((16, 16, 3), 6 * i, np.uint8) for i in range(40)]
     path = _mux(tmp_path / "long.mp4", arrays, rate=8)
@@ -325,7 +325,7 @@ def test_clip_stops_decoding_after_its_last_frame(tmp_path, monkeypatch):
 
 
 def test_video_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
-    import tempoflow.data.io as io
+    from tempoflow.data import io
     from tempoflow.data.folder import FolderConfig, make_folder
 
     path = write_video(tmp_path / "v" / "a.mp4", smooth_video(4, 32, 32), fps=8)

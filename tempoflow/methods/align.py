@@ -144,6 +144,7 @@ class Align(Method):
     """
 
     name = "align"
+    captions = "required"
     task = "text-to-video"
 
     def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder):

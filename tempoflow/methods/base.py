@@ -34,6 +34,9 @@ class Method(nn.Module):
 
     name: str = "method"
     task: str = "text-to-video"  # what evaluation does with it: "text-to-video" or "reconstruction"
+    # What training does with captions: "optional" (an empty one is the null condition), "required"
+    # (every video needs one) or "unused".
+    captions: str = "unused"
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         return self.loss(batch, generator)

@@ -23,6 +23,7 @@ from tempoflow.flows.paths import make_path
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.time_sampling import FlowTimeSampler
 from tempoflow.methods.base import Method, Samples, rand, randn
+from tempoflow.methods.conditioning import encode_captions, training_captions
 from tempoflow.nets.dit import DiT
 from tempoflow.nets.video_unet import StackedFramesUNet
 from tempoflow.text import TextEncoder
@@ -38,6 +39,7 @@ class FlowMatching(Method):
     """
 
     name = "flow"
+    captions = "optional"
 
     def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder):
         super().__init__()
@@ -54,10 +56,6 @@ class FlowMatching(Method):
         else:
             self.net = DiT(cfg.model, self.latent_shape[0], text.dim)
 
-    def encode_text(self, captions: list[str], device: torch.device) -> dict[str, Tensor]:
-        emb = self.text.lookup(captions, device)
-        return {"tokens": emb.tokens, "mask": emb.mask, "pooled": emb.pooled}
-
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """batch: ``video`` (B, T, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""
         if "latents" in batch:  # from a latent cache (tempoflow.data.latent_cache)
@@ -68,9 +66,10 @@ class FlowMatching(Method):
         B = x_1.shape[0]
         x_0 = randn(x_1.shape, generator, x_1)  # (B, T, *latent)
         t = self.time_sampler.sample(B, generator, x_1)  # (B,)
-        drop = rand((B,), generator, x_1) < self.cfg.flow.caption_dropout  # (B,)
+        captions, uncaptioned = training_captions(batch["caption"], x_1.device)
+        drop = (rand((B,), generator, x_1) < self.cfg.flow.caption_dropout) | uncaptioned  # (B,)
         ps = self.path.sample(x_0, x_1, t)
-        v = self.velocity(ps.x_t, t, drop=drop, **self.encode_text(batch["caption"], x_1.device))
+        v = self.velocity(ps.x_t, t, drop=drop, **encode_captions(self.text, captions, x_1.device))
         return {"loss": (v.float() - ps.dx_t.float()).square().mean()}
 
     def velocity(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
@@ -106,7 +105,7 @@ class FlowMatching(Method):
             raise ConfigError(f"{num_frames} frames do not tile into the DiT's patches of "
                               f"{self.net.cfg.patch_t} frames")
         param = next(self.net.parameters())
-        cond = self.encode_text(captions, param.device)
+        cond = encode_captions(self.text, captions, param.device)
         B = len(captions)
 
         def model_fn(x: Tensor, t: Tensor, drop: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from tempoflow.flows.legendre import MAX_CONDITION, design_condition, projection
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.video_path import VideoLatentPath, trajectory
 from tempoflow.methods.base import Method, Samples, rand, randn
+from tempoflow.methods.conditioning import encode_captions, training_captions
 from tempoflow.nets.dit import DiT
 from tempoflow.nets.video_unet import StackedFramesUNet
 from tempoflow.text import TextEncoder
@@ -51,6 +52,7 @@ class VideoLatentFlow(Method):
     """
 
     name = "vlfm"
+    captions = "optional"
     continuous_time = True  # sample(..., times=...) at any seconds: evaluation scores in-between/extrapolated frames
 
     def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder):
@@ -88,10 +90,6 @@ class VideoLatentFlow(Method):
         """``(N,)`` seconds of the training frames, ``k / fps``."""
         return torch.arange(1, self.num_frames + 1, dtype=torch.float32) / self.fps
 
-    def encode_text(self, captions: list[str], device: torch.device) -> dict[str, Tensor]:
-        emb = self.text.lookup(captions, device)
-        return {"tokens": emb.tokens, "mask": emb.mask, "pooled": emb.pooled}
-
     def project(self, latents: Tensor) -> Tensor:
         """Latent videos ``(B, N, *latent_shape)`` → Legendre coefficients ``H`` ``(B, d, s)``."""
         return (latents.flatten(2).double().mT @ self.projection).float()  # (B, d, N) @ (N, s), fit in float64
@@ -123,9 +121,10 @@ class VideoLatentFlow(Method):
             ps = self.path.sample(H, randn((BK, d), generator, H), t, T, N)
             shape = (BK, *self.latent_shape)
             x, target = ps.psi_t, torch.cat([mean.view(shape), change.view(shape)], 1).flatten(1)  # (BK, 2d)
-        captions = [c for c in batch["caption"] for _ in range(v.times_per_video)]
-        drop = rand((BK,), generator, H) < v.caption_dropout  # (BK,)
-        out = self.net(x.view(BK, 1, *self.latent_shape), t, drop=drop, **self.encode_text(captions, H.device))
+        captions, uncaptioned = training_captions([c for c in batch["caption"] for _ in range(v.times_per_video)],
+                                                  H.device)
+        drop = (rand((BK,), generator, H) < v.caption_dropout) | uncaptioned  # (BK,)
+        out = self.net(x.view(BK, 1, *self.latent_shape), t, drop=drop, **encode_captions(self.text, captions, H.device))
         error = (out.float().flatten(1) - target).square()  # (BK, d) or (BK, 2d)
         if v.objective == "direct" or v.prediction == "velocity":
             return {"loss": error.mean()}
@@ -169,7 +168,7 @@ class VideoLatentFlow(Method):
         times = self.check_times(times)
         param = next(self.net.parameters())
         device, B = param.device, len(captions)
-        cond = self.encode_text(captions, device)
+        cond = encode_captions(self.text, captions, device)
         if self.cfg.vlfm.objective == "direct":  # G_θ(c, t): every frame in one batched call
             M = times.numel()
             cond = {k: val.repeat_interleave(M, 0) for k, val in cond.items()}  # (B M, ...)

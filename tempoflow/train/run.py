@@ -9,7 +9,7 @@ import torch
 from tempoflow.config import DataConfig, ExperimentConfig, from_dict, save_config, to_dict
 from tempoflow.data import load_dataset, video_shape
 from tempoflow.data.latent_cache import load_latents
-from tempoflow.errors import CheckpointError, ConfigError
+from tempoflow.errors import CheckpointError, ConfigError, DataError
 from tempoflow.methods import Method, method_class
 from tempoflow.text import TextEncoder, make_text_encoder
 from tempoflow.train.checkpoint import Checkpoint, load_weights, read_checkpoint
@@ -61,12 +61,28 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     else:
         data = load_dataset(cfg.data, "train")
         tensors, key = data.videos, "video"
+    if method.captions == "required":
+        _require_captions(cfg.method, data.captions, getattr(data, "paths", None))
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
     if getattr(method, "codec", None) is not None:  # the codec is rebuilt at load time: pin which one
         meta["codec_fingerprint"] = method.codec.fingerprint()
     return Trainer(method, tensors, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key)
+
+
+def _require_captions(method: str, captions: list[str] | None, paths: list[Path] | None) -> None:
+    """A method that learns from captions refuses videos without one, naming them (files when known).
+
+    Raises:
+        DataError: the data has no captions, or some are empty.
+    """
+    empty = [i for i, c in enumerate(captions or []) if not c.strip()]
+    if captions is None or empty:
+        where = [str(paths[i]) for i in empty[:3]] if paths else [f"video {i}" for i in empty[:3]]
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        raise DataError(f"method '{method}' needs a caption for every video; none for {', '.join(where) or 'any'}"
+                        f"{more} (add a .txt of the same name, or a text column in the manifest)")
 
 
 def pick_device(device: str) -> torch.device:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -115,24 +116,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.fps is not None or args.duration is not None:
         if not getattr(method, "continuous_time", False):
             raise ConfigError(f"--fps/--duration need a continuous-time method (vlfm), not '{method.name}'")
-        fps = args.fps or fps
-        duration = args.duration or method.num_frames / method.fps
-        if fps <= 0 or duration <= 0:
-            raise ConfigError(f"--fps and --duration must be > 0, got {fps} and {duration}")
-        times = torch.arange(1, max(1, round(duration * fps)) + 1, dtype=torch.float64) / fps
+        fps = args.fps if args.fps is not None else fps
+        duration = args.duration if args.duration is not None else method.num_frames / method.fps
+        if not (math.isfinite(fps) and fps > 0 and math.isfinite(duration) and duration > 0):
+            raise ConfigError(f"--fps and --duration must be finite and > 0, got {fps:g} and {duration:g}")
+        frames = max(1, round(duration * fps))
+        _require_sample_memory(len(captions), frames, ckpt.meta, args.scale)
+        times = torch.arange(1, frames + 1, dtype=torch.float64) / fps
         out = method.sample(captions, generator=gen, times=times.float())
     elif args.frames is not None:
         if args.frames < 1:
             raise ConfigError(f"--frames must be >= 1, got {args.frames}")
         if getattr(method, "continuous_time", False):
             raise ConfigError("--frames: a continuous-time method (vlfm) takes --fps and --duration")
+        _require_sample_memory(len(captions), args.frames, ckpt.meta, args.scale)
         out = method.sample(captions, generator=gen, num_frames=args.frames)
     else:
+        _require_sample_memory(len(captions), None, ckpt.meta, args.scale)
         out = method.sample(captions, generator=gen)
     video = upscale(tile(out.video.float().cpu(), len(args.prompt)), args.scale)
     path = write_video(args.out, video, fps=fps)
     print(f"wrote {path} ({len(captions)} samples, NFE {out.nfe})")
     return 0
+
+
+def _require_sample_memory(num: int, frames: int | None, meta: dict, scale: int) -> None:
+    """Refuse, before sampling, videos whose float frames (and the upscaled copy written) cannot fit
+    in memory; ``meta["video_shape"]`` is the training ``(T, C, H, W)``."""
+    from tempoflow.data.io import require_memory
+
+    T, C, H, W = meta["video_shape"]
+    frames = frames or T
+    require_memory(num * frames * C * H * W * 4 * (2 + scale * scale),
+                   f"{num} samples of {frames} frames at {H}x{W} (x{scale} for viewing)",
+                   "lower --num, --frames, --duration, --fps or --scale")
 
 
 def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace) -> int:
@@ -143,6 +160,7 @@ def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace) -> int:
 
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    _require_sample_memory(args.num, args.frames, ckpt.meta, args.scale)
     out = method.sample(num_samples=args.num, generator=gen, num_frames=args.frames)
     video = out.video.float().cpu()
     if not method.clamp:  # physics fields: their range mapped to [0, 1] for viewing

@@ -206,6 +206,10 @@ class VideoWAEConfig:
                     "divergence_weight": self.divergence_weight, "perceptual_weight": self.perceptual_weight})
 
 
+# The smallest σ_t floor for data prediction: 1e-3 already amplifies the network error 1000-fold at t = 1.
+MIN_SIGMA_FLOOR = 1e-3
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     """Latent flow matching (DESIGN §3)."""
@@ -244,7 +248,10 @@ class FlowConfig:
                  f"flow.prediction must be 'velocity' or 'data', got {self.prediction!r}")
         _require(0.0 <= self.caption_dropout < 1.0, f"flow.caption_dropout must be in [0, 1), got {self.caption_dropout}")
         _require(0.0 <= self.sigma_min < 1.0, f"flow.sigma_min must be in [0, 1), got {self.sigma_min}")
-        _require(self.min_sigma > 0.0, f"flow.min_sigma must be > 0, got {self.min_sigma}")
+        _require(self.min_sigma >= MIN_SIGMA_FLOOR,
+                 f"flow.min_sigma must be >= {MIN_SIGMA_FLOOR:g}, got {self.min_sigma:g}: near t = 1 the velocity "
+                 "(x̂ − x_t) / min_sigma multiplies the network's error by 1 / min_sigma, so samples overflow and "
+                 "adaptive solvers stall")
 
 
 @dataclass(frozen=True)
@@ -401,6 +408,7 @@ class SampleConfig:
     guidance: float = 2.0  # classifier-free guidance scale (1 = conditional model, no guidance)
     atol: float = 1e-4  # dopri5 tolerances
     rtol: float = 1e-4
+    max_steps: int = 1000  # adaptive solvers: the most steps (accepted + rejected) before giving up
     num_per_prompt: int = 2
     seed: int = 1234
 
@@ -408,6 +416,7 @@ class SampleConfig:
         _require(self.steps >= 1, f"sample.steps must be >= 1, got {self.steps}")
         _require(self.num_per_prompt >= 1, f"sample.num_per_prompt must be >= 1, got {self.num_per_prompt}")
         _require(self.atol > 0 and self.rtol > 0, "sample.atol and sample.rtol must be > 0")
+        _require(self.max_steps >= 1, f"sample.max_steps must be >= 1, got {self.max_steps}")
 
 
 @dataclass(frozen=True)

@@ -19,3 +19,7 @@ class CheckpointError(TempoflowError):
 
 class TrainingError(TempoflowError):
     """Training cannot go on (e.g. a non-finite loss)."""
+
+
+class SolverError(TempoflowError):
+    """An ODE solve that cannot go on (step cap reached, step size underflow, unreachable tolerances)."""

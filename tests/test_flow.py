@@ -149,3 +149,22 @@ def test_guidance_on_a_model_never_trained_unconditionally_warns(tiny_cfg, recwa
     recwarn.clear()
     method.sample(CAPTIONS[:1], generator=torch.Generator().manual_seed(0), steps=1, guidance=1.0)
     assert not [w for w in recwarn if "caption_dropout" in str(w.message)]
+
+
+def test_non_finite_samples_are_named_by_caption(tiny_cfg):
+    """A diverged model (a NaN weight) gives one SolverError naming the samples, not a crash later."""
+    from tempoflow.errors import SolverError
+
+    method = build_method(tiny_cfg()).eval()
+    with torch.no_grad():
+        next(method.net.parameters()).fill_(float("nan"))
+    with pytest.raises(SolverError, match=r"samples 0 \('a red circle moves left'\), 1 \('a blue square'\) of 2 "
+                                          r"came out NaN or inf"):
+        method.sample(["a red circle moves left", "a blue square"], steps=1)
+
+
+def test_min_sigma_too_small_is_refused_with_the_reason(tiny_cfg):
+    from tempoflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"flow.min_sigma must be >= 0.001, got 1e-08: .*1 / min_sigma"):
+        tiny_cfg("flow.min_sigma=1e-8")

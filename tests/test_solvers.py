@@ -212,3 +212,43 @@ def test_errors_name_the_bad_value():
         solve_ode(linear_velocity, x, [0.0, 1.0], method="heun", steps=0)
     with pytest.raises(ValueError, match="adaptive"):
         solve_ode(linear_velocity, x, [0.0, 1.0], method="dopri5", steps=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures end as one line (issue 15 kind B): step cap, step-size underflow, unreachable tolerances.
+
+
+def test_adaptive_step_cap_names_the_cap_and_the_time_reached():
+    from tempoflow.errors import SolverError
+
+    stiff = lambda x, t: -1e8 * (x - torch.cos(t))  # a stiff relaxation: explicit RK crawls
+    with pytest.raises(SolverError, match=r"dopri5 stopped at the step cap \(max_steps=50, .*reached t=[0-9.e-]+ of 1"):
+        solve_ode(stiff, torch.zeros(3), [0.0, 1.0], method="dopri5", atol=1e-5, rtol=1e-5, max_steps=50)
+
+
+def test_adaptive_step_size_underflow_is_a_solver_error():
+    """v = 1 / (1 − t)² has no solution up to t = 1: the step shrinks to nothing near it."""
+    from tempoflow.errors import SolverError
+
+    blowup = lambda x, t: x * 0 + 1 / (1 - t).abs().clamp_min(1e-30) ** 2
+    with pytest.raises(SolverError, match=r"step size underflowed .*reached t=0\.99"):
+        solve_ode(blowup, torch.zeros(3), [0.0, 1.0], method="dopri5", atol=1e-5, rtol=1e-5, max_steps=10**6)
+
+
+def test_tolerances_below_the_dtype_are_refused_before_solving():
+    from tempoflow.errors import SolverError
+
+    calls = []
+
+    def v(x, t):
+        calls.append(1)
+        return -x
+
+    with pytest.raises(SolverError, match=r"atol=1e-12, rtol=1e-12 are below what torch.float32 can resolve"):
+        solve_ode(v, torch.ones(3), [0.0, 1.0], method="dopri5", atol=1e-12, rtol=1e-12)
+    assert not calls
+    # float64 reaches them: exp(−1) to 1e-10 (closed form)
+    sol = solve_ode(v, torch.ones(3, dtype=torch.float64), [0.0, 1.0], method="dopri5", atol=1e-12, rtol=1e-12)
+    assert torch.allclose(sol.x_final, torch.full((3,), math.exp(-1), dtype=torch.float64), atol=1e-10)
+    # one loose tolerance is enough in float32
+    solve_ode(v, torch.ones(3), [0.0, 1.0], method="dopri5", atol=1e-12, rtol=1e-5)

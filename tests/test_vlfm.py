@@ -174,6 +174,11 @@ def test_vlfm_end_to_end_through_the_cli(tmp_path):
 
     clip = read_video(video)
     assert clip.frames.shape[0] == 48 and clip.fps == 24
+    for flag, value in (("--fps", "nan"), ("--fps", "inf"), ("--fps", "0"), ("--duration", "0"), ("--duration", "-1")):
+        assert main(["sample", str(run), "--prompt", "a red circle", flag, value, "--device", "cpu",
+                     "--out", str(tmp_path / "bad.mp4")]) == 2, (flag, value)  # one line, no traceback
+    assert main(["sample", str(run), "--prompt", "a red circle", "--duration", "1e9", "--device", "cpu",
+                 "--out", str(tmp_path / "huge.mp4")]) == 2  # refused before allocating
     ev = tmp_path / "ev"
     assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "configs/eval_vlfm.yaml",
                  "eval.time_rate=2", "eval.time_extent=2", "eval.num_prompts=2", "sample.num_per_prompt=1"]) == 0

@@ -32,7 +32,9 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-__all__ = ["ADAPTIVE_METHODS", "FIXED_STEP_METHODS", "METHODS", "ODESolution", "solve_ode"]
+from tempoflow.errors import SolverError
+
+__all__ = ["ADAPTIVE_METHODS", "FIXED_STEP_METHODS", "MAX_STEPS", "METHODS", "ODESolution", "solve_ode"]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 
@@ -41,6 +43,11 @@ _GRID_SNAP = 1e-9
 
 # Adaptive Runge–Kutta methods of torchdiffeq with dense output; all take atol and rtol.
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+# Default cap on an adaptive solve's steps (accepted and rejected): typical flows need tens.
+MAX_STEPS = 1000
+# The smallest tolerance an adaptive solver can meet is a few units of rounding of the state's dtype;
+# below it the error estimate is rounding noise and the step shrinks forever.
+TOLERANCE_ULPS = 4
 
 
 @dataclass
@@ -189,23 +196,43 @@ def _solve_fixed(velocity: Velocity, x_init: Tensor, times: list[float], method:
 
 
 def _solve_adaptive(velocity: Velocity, x_init: Tensor, t_eval: Tensor, method: str, atol: float,
-                    rtol: float) -> tuple[Tensor, int]:
-    """``torchdiffeq.odeint`` with an evaluation counter; states at ``t_eval``, NFE."""
+                    rtol: float, max_steps: int) -> tuple[Tensor, int]:
+    """``torchdiffeq.odeint`` with an evaluation counter and a step cap; states at ``t_eval``, NFE.
+
+    Raises:
+        SolverError: the cap is reached or the step size underflows (torchdiffeq asserts both); the
+            message names the solver, the time reached and what to change.
+    """
     nfe = 0
+    reached = float(t_eval[0])
 
     def func(t: Tensor, x: Tensor) -> Tensor:
-        nonlocal nfe
+        nonlocal nfe, reached
         nfe += 1
+        reached = t  # a tensor: reading it here would sync the device every evaluation
         return velocity(x, t.to(dtype=x.dtype))
 
     # torchdiffeq interpolates its own steps at t_eval, so extra output times cost no evaluations.
-    xs = odeint(func, x_init, t_eval, method=method, atol=atol, rtol=rtol)
+    try:
+        xs = odeint(func, x_init, t_eval, method=method, atol=atol, rtol=rtol,
+                    options={"max_num_steps": max_steps})
+    except AssertionError as err:  # torchdiffeq reports a failed integration by assert
+        text = str(err)
+        if "max_num_steps" in text:
+            why = (f"stopped at the step cap (max_steps={max_steps}, {nfe} evaluations): loosen atol/rtol, raise "
+                   "the cap or use a fixed-step solver")
+        elif "underflow" in text:
+            why = (f"step size underflowed after {nfe} evaluations: the velocity is too stiff there (e.g. a tiny "
+                   "flow.min_sigma); use a fixed-step solver or loosen atol/rtol")
+        else:
+            raise
+        raise SolverError(f"{method} {why} (reached t={float(reached):.7g} of {float(t_eval[-1]):g})") from err
     return xs, nfe
 
 
 def solve_ode(velocity: Velocity, x_init: Tensor, t_eval: Tensor | Sequence[float], method: str = "euler",
               steps: int | None = None, step_size: float | None = None, atol: float = 1e-5,
-              rtol: float = 1e-5) -> ODESolution:
+              rtol: float = 1e-5, max_steps: int = MAX_STEPS) -> ODESolution:
     """Integrate ``dx/dt = velocity(x, t)`` from ``x(t_eval[0]) = x_init``; return ``x`` at every ``t_eval``.
 
     Args:
@@ -218,7 +245,9 @@ def solve_ode(velocity: Velocity, x_init: Tensor, t_eval: Tensor | Sequence[floa
         step_size: fixed-step methods, instead of ``steps``: the largest step; the interval is split
             into the fewest uniform steps no longer than it.
         atol: adaptive methods: absolute tolerance.
-        rtol: adaptive methods: relative tolerance.
+        rtol: adaptive methods: relative tolerance. ``max(atol, rtol)`` must be at least
+            ``TOLERANCE_ULPS`` rounding units of ``x_init``'s dtype (4.8e-7 for float32).
+        max_steps: adaptive methods: the most steps (accepted and rejected) before giving up.
 
     Returns:
         :class:`ODESolution` with ``xs`` of shape ``(len(t_eval), *x_init.shape)`` and the NFE. Fixed
@@ -228,6 +257,8 @@ def solve_ode(velocity: Velocity, x_init: Tensor, t_eval: Tensor | Sequence[floa
     Raises:
         ValueError: unknown method; ``t_eval`` not strictly monotone; for fixed-step methods, not
             exactly one of ``steps``/``step_size``; for adaptive methods, either of them given.
+        SolverError: adaptive methods: tolerances below the dtype's reach, the step cap reached or
+            the step size underflowing (one line naming the solver and the time reached).
     """
     times = _check_times(t_eval)
     if method in _STEPPERS:
@@ -238,7 +269,13 @@ def solve_ode(velocity: Velocity, x_init: Tensor, t_eval: Tensor | Sequence[floa
         if steps is not None or step_size is not None:
             raise ValueError(f"{method} is adaptive (set atol, rtol); steps={steps} and step_size={step_size} "
                              f"are for the fixed-step methods {', '.join(FIXED_STEP_METHODS)}")
+        floor = TOLERANCE_ULPS * torch.finfo(x_init.dtype).eps
+        if max(atol, rtol) < floor:
+            raise SolverError(f"{method}: tolerances atol={atol:g}, rtol={rtol:g} are below what {x_init.dtype} can "
+                              f"resolve (at least one must be >= {floor:.2g}); the solver would shrink its step forever")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         t_out = torch.tensor(times, dtype=x_init.dtype, device=x_init.device)
-        xs, nfe = _solve_adaptive(velocity, x_init, t_out, method, atol, rtol)
+        xs, nfe = _solve_adaptive(velocity, x_init, t_out, method, atol, rtol, max_steps)
         return ODESolution(xs=xs, nfe=nfe, t=t_out)
     raise ValueError(f"unknown ODE method {method!r}; valid methods: {', '.join(METHODS)}")

@@ -302,7 +302,7 @@ class Align(Method):
         """
         z_v = self.text_to_video_code(list(captions))  # (B, d_z)
         latents = z_v[:, None]  # (B, 1, d_z): one chunk per clip
-        return Samples(video=self.codec.decode(latents), latents=latents, nfe=1)
+        return Samples(video=self.codec.decode(latents), latents=latents, nfe=1, labels=captions)
 
     @torch.no_grad()
     def embed(self, captions: list[str], videos: Tensor) -> AlignSpaces:

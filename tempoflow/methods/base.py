@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from tempoflow.errors import SolverError
+
 
 @dataclass
 class Samples:
@@ -17,12 +19,31 @@ class Samples:
         latents: ``(B, T, *latent_shape)`` before decoding.
         nfe: network evaluations the sampler made for the whole batch (one batched call = 1).
         times: ``(T,)`` seconds of each frame, where the method knows them.
+        labels: what each sample is (its caption), used to name non-finite samples.
+
+    Raises:
+        SolverError: some sample holds NaN or inf.
     """
 
     video: Tensor
     latents: Tensor
     nfe: int
     times: Tensor | None = None
+    labels: list[str] | None = None  # one per sample (its caption), to name a bad sample
+
+    def __post_init__(self) -> None:
+        """Raises SolverError naming the samples with NaN or inf values (one host sync per batch)."""
+        finite = torch.isfinite(self.video.flatten(1)).all(1)  # (B,)
+        if bool(finite.all()):
+            return
+        bad = (~finite).nonzero().flatten().tolist()
+        names = [f"{i} ({self.labels[i]!r})" if self.labels else str(i) for i in bad[:3]]
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise SolverError(
+            f"sample{'s' if len(bad) > 1 else ''} {', '.join(names)}{more} of {len(finite)} came out NaN or inf: "
+            "the model or the solver diverged (check the run's loss; try a fixed-step solver, more steps or a "
+            "lower sample.guidance)"
+        )
 
 
 class Method(nn.Module):

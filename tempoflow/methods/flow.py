@@ -129,6 +129,7 @@ class FlowMatching(Method):
                 steps=steps if solver in FIXED_STEP_METHODS else None,
                 atol=sc.atol,
                 rtol=sc.rtol,
+                max_steps=sc.max_steps,
             )
         latents = sol.xs[-1]  # (B, T, *latent)
-        return Samples(video=self.codec.decode(latents), latents=latents, nfe=sol.nfe)
+        return Samples(video=self.codec.decode(latents), latents=latents, nfe=sol.nfe, labels=captions)

@@ -175,7 +175,7 @@ class VideoLatentFlow(Method):
             x = torch.zeros(B * M, 1, *self.latent_shape, device=device)
             latents = self.guided_net(cond, guidance)(x, times.to(device).repeat(B))
             return Samples(video=self.codec.decode(latents.view(B, M, *self.latent_shape)),
-                           latents=latents.view(B, M, *self.latent_shape), nfe=1, times=times)
+                           latents=latents.view(B, M, *self.latent_shape), nfe=1, times=times, labels=captions)
         if self.cfg.vlfm.prediction == "data":
             return self.sample_data(captions, cond, guidance, times, steps_per_frame, generator, progress)
         velocity = self.guided_net(cond, guidance)
@@ -190,9 +190,10 @@ class VideoLatentFlow(Method):
 
             fixed = solver in FIXED_STEP_METHODS
             sol = solve_ode(counted, x_init, t_eval, method=solver, step_size=step if fixed else None,
-                            atol=sc.atol, rtol=sc.rtol)
+                            atol=sc.atol, rtol=sc.rtol, max_steps=sc.max_steps)
         latents = sol.xs[1:, :, 0].transpose(0, 1)  # (B, M, *latent)
-        return Samples(video=self.codec.decode(latents), latents=latents, nfe=sol.nfe, times=times)
+        return Samples(video=self.codec.decode(latents), latents=latents, nfe=sol.nfe, times=times,
+                       labels=captions)
 
     def sample_data(self, captions, cond, guidance: float, times: Tensor, steps_per_frame: int,
                     generator: torch.Generator | None, progress: bool) -> Samples:
@@ -223,7 +224,8 @@ class VideoLatentFlow(Method):
                 psi = psi + residual + rise * randn(residual.shape, generator, residual)
             else:  # the deterministic step ψ_{t+h} = σ_{t+h} ẑ + μ_{t+h}
                 psi = psi + (sigma[i + 1] / sigma[i]) * residual
-        return Samples(video=self.codec.decode(frames), latents=frames, nfe=n_steps, times=times)
+        return Samples(video=self.codec.decode(frames), latents=frames, nfe=n_steps, times=times,
+                       labels=captions)
 
     def guided_net(self, cond: dict[str, Tensor], guidance: float):
         """``F(x, t)`` with classifier-free guidance for the ``B`` captions embedded in ``cond``."""

@@ -99,13 +99,15 @@ def load_method(
 ) -> tuple[Method, ExperimentConfig, Checkpoint]:
     """Rebuild a trained method from a checkpoint (EMA weights by default), in eval mode."""
     ckpt = read_checkpoint(path)
-    data = dict(ckpt.config)
-    for section, values in (overrides or {}).items():
-        data[section] = {**data.get(section, {}), **values}
     try:
-        cfg = from_dict(ExperimentConfig, data)
+        cfg = from_dict(ExperimentConfig, ckpt.config)
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {ckpt.path} has an unreadable config: {err}") from err
+    if overrides:  # a bad override is the user's setting, not a fault of the checkpoint
+        data = dict(ckpt.config)
+        for section, values in overrides.items():
+            data[section] = {**data.get(section, {}), **values}
+        cfg = from_dict(ExperimentConfig, data)
     method = build_method(cfg, text)
     load_weights(method, ckpt.weights(ema=ema), ckpt.path)
     pinned = ckpt.meta.get("codec_fingerprint")

@@ -4,8 +4,8 @@ baselines, on the same frozen video WAE and text encoder, at the same training b
     python benchmarks/align_experiments.py                              # shapes and digits, CPU budget
     python benchmarks/align_experiments.py --datasets digits --steps 2000 --wae-steps 5000 --resolution 32
 
-For each data set: train the video WAE once (``configs/<data>_video_wae.yaml``; an existing run in
-``--out`` is reused), then every ``align.objective`` from ``configs/<data>_align.yaml``, evaluate each
+For each data set: train the video WAE once (the packaged ``<data>_video_wae`` config; an existing run in
+``--out`` is reused), then every ``align.objective`` from the packaged ``<data>_align`` config, evaluate each
 (``tempoflow.evaluate``, which adds ``tempoflow.evaluate_align``'s scores), and write one table:
 B-PSNR / B-SSIM of the training captions (best match in the bucket), FD-WAE and MMD-WAE (video WAE
 codes of generated vs real videos, NOT FVD/KVD), oracle caption accuracy on training captions and on
@@ -69,7 +69,7 @@ def train_video_wae(dataset: str, out: Path, steps: int | None, common: list[str
     t0 = time.perf_counter()
     train(
         load_config(
-            f"configs/{dataset}_video_wae.yaml",
+            f"{dataset}_video_wae",
             [*common, f"out_dir={run}",
              *([f"train.steps={steps}", f"train.checkpoint_every={steps}"] if steps else [])],
         )
@@ -81,7 +81,7 @@ def run_objective(dataset: str, objective: str, wae: Path, out: Path, steps: int
     """Train and evaluate one objective; the record's metrics plus the seconds each phase took."""
     run = out / f"{dataset}_{objective}"
     cfg = load_config(
-        f"configs/{dataset}_align.yaml",
+        f"{dataset}_align",
         [
             *common,
             f"out_dir={run}",
@@ -104,7 +104,7 @@ def reference_rows(dataset: str, wae: Path, common: list[str]) -> dict[str, dict
     """Two references scored by the same code: an all-black video per caption (what a model collapsed
     to the background reaches on these dark clips) and the frozen video space's reconstruction
     ``G(E_v(v))`` of the bucket's first video (what any alignment through it can reach at best)."""
-    cfg = load_config(f"configs/{dataset}_align.yaml", [*common, f"align.video_path={wae}"])
+    cfg = load_config(f"{dataset}_align", [*common, f"align.video_path={wae}"])
     codec = VideoWAECodec(wae)
     rows: dict[str, dict] = {REFERENCE_BLACK: {"metrics": {}}, REFERENCE_WAE: {"metrics": {}}}
     for split in ("train", "heldout"):

@@ -7,7 +7,7 @@
 Trained/pretrained codecs are measured from the paths given; without a path a codec is built with
 RANDOM weights from its architecture (speed depends on the architecture, not on the weights):
   pixel                     identity
-  autoencoder               configs/shapes_autoencoder.yaml's frame autoencoder, 32x32 frames
+  autoencoder               the shapes_autoencoder config's frame autoencoder, 32x32 frames
   diffusers_vae             the Stable Diffusion VAE architecture (128-256-512-512, 4 latent channels)
   ddim_inversion            a small diffusers UNet2DModel + the SD VAE architecture, --ddim-steps steps
 Nothing is asserted (this is not a test).
@@ -76,7 +76,7 @@ def build_codecs(args) -> dict[str, tuple[Codec, int]]:
         from tempoflow.config import load_config
         from tempoflow.train.run import build_method
 
-        ae = build_method(load_config("configs/shapes_autoencoder.yaml", ["text.encoder=hashing"]))
+        ae = build_method(load_config("shapes_autoencoder", ["text.encoder=hashing"]))
         codecs["autoencoder (random)"] = (AutoencoderCodec(ae), 32)
     torch.manual_seed(0)
     sd_vae = (DiffusersVAECodec(args.sd_vae, chunk=8) if args.sd_vae

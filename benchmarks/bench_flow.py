@@ -1,7 +1,7 @@
 """Benchmark of the ``flow`` method: training steps/s and sampling frames/s, with the hardware named.
 
     python benchmarks/bench_flow.py                       # CPU, and the GPU when there is one
-    python benchmarks/bench_flow.py --config configs/shapes_flow.yaml --batch 64 --json out.json
+    python benchmarks/bench_flow.py --config shapes_flow --batch 64 --json out.json
 
 On a GPU it measures fp32, bf16 autocast, and bf16 + ``torch.compile`` (attention is always
 ``scaled_dot_product_attention``). Prints one table; nothing is asserted (this is not a test).
@@ -105,7 +105,7 @@ def benchmark_setup(args: argparse.Namespace):
 
 
 def main() -> None:
-    args = benchmark_arguments(__doc__, "configs/shapes_flow.yaml", 16).parse_args()
+    args = benchmark_arguments(__doc__, "shapes_flow", 16).parse_args()
     cfg, data, batch, devices, captions = benchmark_setup(args)
     rows = []
     for device, name, dtype, method in timed_setups(cfg, devices):

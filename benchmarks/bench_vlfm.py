@@ -47,7 +47,7 @@ def bench_sample(method, captions: list[str], fps: float, duration: float, devic
 
 
 def main() -> None:
-    p = benchmark_arguments(__doc__, "configs/shapes_vlfm.yaml", 8)
+    p = benchmark_arguments(__doc__, "shapes_vlfm", 8)
     p.add_argument("--duration", type=float, default=None, help="seconds generated (default: training T)")
     args = p.parse_args()
     cfg, data, batch, devices, captions = benchmark_setup(args)

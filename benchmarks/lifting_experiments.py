@@ -111,13 +111,13 @@ def scores(method, cfg: ExperimentConfig, n: int, seed: int, next_frame=None) ->
 def table1(args: argparse.Namespace, kind: str) -> tuple[list[dict], dict]:
     """Lifting vs ARDM at every s on ``kind``; the rows and the lifting run (reused by the other studies)."""
     rows = []
-    cfg = experiment(args, f"configs/{kind}_lifting.yaml", f"{kind}_lifting")
+    cfg = experiment(args, f"{kind}_lifting", f"{kind}_lifting")
     lifting, loss = train_and_load(cfg, args.reuse)
     res = scores(lifting, cfg, args.eval, args.seed)
     rows.append(
         {"method": "lifting", "s": 1, "train_loss": loss, **{k: v for k, v in res.items() if k != "frames"}}
     )
-    cfg_a = experiment(args, f"configs/{kind}_ardm.yaml", f"{kind}_ardm")
+    cfg_a = experiment(args, f"{kind}_ardm", f"{kind}_ardm")
     ardm, loss_a = train_and_load(cfg_a, args.reuse)
     for s in args.ardm_steps:
         res_a = scores(ardm, cfg_a, args.eval, args.seed, lambda w, g, s=s: ardm.next_frame(w, g, steps=s))
@@ -148,7 +148,7 @@ def label_sweep(args: argparse.Namespace, kind: str, main_run: dict) -> list[dic
     ]
     for d in args.label_dims:
         cfg = experiment(
-            args, f"configs/{kind}_lifting.yaml", f"{kind}_lifting_d{d}", f"lifting.label_dim={d}"
+            args, f"{kind}_lifting", f"{kind}_lifting_d{d}", f"lifting.label_dim={d}"
         )
         method, loss = train_and_load(cfg, args.reuse)
         res = scores(method, cfg, args.eval, args.seed)
@@ -174,7 +174,7 @@ def direct_jump(args: argparse.Namespace, kind: str, main_run: dict) -> list[dic
     """
     cfg = experiment(
         args,
-        f"configs/{kind}_lifting.yaml",
+        f"{kind}_lifting",
         f"{kind}_direct_jump",
         "lifting.window=1",
         "lifting.pairs_per_video=1",
@@ -222,7 +222,7 @@ def long_rollout(args: argparse.Namespace) -> dict:
     """Figure 5: a 500-frame roll-out of a lifting model trained on 16-frame shapes videos (BCE)."""
     cfg = experiment(
         args,
-        "configs/shapes_lifting.yaml",
+        "shapes_lifting",
         "shapes_lifting",
         f"data.shapes.resolution={args.shapes_size}",
         "data.shapes.videos_per_caption=2",

@@ -17,7 +17,7 @@ import json; rows = json.load(open('$OUT/bench_gpu.json'))['rows']
 sps = max(r['train_steps_per_s'] for r in rows)
 print(max(500, int($BUDGET * sps * 0.85) // 500 * 500))")
 echo "training for $STEPS steps"
-"$PY" -m tempoflow.cli train configs/shapes_flow.yaml out_dir="$OUT/run" train.steps="$STEPS" \
+"$PY" -m tempoflow.cli train shapes_flow out_dir="$OUT/run" train.steps="$STEPS" \
     train.compile="${COMPILE:-true}" device="${DEVICE:-cuda}" "$@" 2>&1 | tr '\r' '\n' | grep -v "it/s"
 "$PY" -m tempoflow.cli eval "$OUT/run" --out "$OUT/eval" eval.num_prompts="${PROMPTS:-48}" sample.num_per_prompt=4 \
     --device "${DEVICE:-cuda}" 2>&1 \

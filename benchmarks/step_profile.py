@@ -1,4 +1,4 @@
-"""Where one training step of a config spends its time (default: the main job, configs/demo.yaml).
+"""Where one training step of a config spends its time (default: the main job, the packaged ``demo`` config).
 
 Times the trainer's own step parts over ``--steps`` steps after a warm-up: batch assembly (indexing,
 caption lookup), forward (codec, text lookup, path sample, network, loss), backward, gradient
@@ -8,7 +8,7 @@ optimizer is the overhead the time-to-quality issue asks to keep under 10 %.
 
     python benchmarks/step_profile.py                       # demo config, eager
     python benchmarks/step_profile.py --compile --json docs/results/step_profile_cpu.json   # + torch.compile
-    python benchmarks/step_profile.py configs/shapes_vlfm.yaml
+    python benchmarks/step_profile.py shapes_vlfm
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def profile(trainer, steps: int, warmup: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", nargs="?", default="configs/demo.yaml")
+    ap.add_argument("config", nargs="?", default="demo")
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the network")

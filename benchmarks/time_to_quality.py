@@ -8,9 +8,9 @@ learning-rate schedule runs over the config's ``train.steps`` (training stops at
 those steps, whichever comes first), so a snapshot before the end was taken at a learning rate that
 had not yet decayed: set ``train.steps`` to about budget x steps/s for a run that ends decayed.
 
-    python benchmarks/time_to_quality.py configs/demo.yaml --minutes 10 --name flow_demo
-    python benchmarks/time_to_quality.py configs/shapes_vlfm.yaml --minutes 20 --every 2 --name vlfm
-    python benchmarks/time_to_quality.py configs/demo.yaml --minutes 5 --name lr3e-3 train.lr=3e-3
+    python benchmarks/time_to_quality.py demo --minutes 10 --name flow_demo
+    python benchmarks/time_to_quality.py shapes_vlfm --minutes 20 --every 2 --name vlfm
+    python benchmarks/time_to_quality.py demo --minutes 5 --name lr3e-3 train.lr=3e-3
     python benchmarks/time_to_quality.py --plot docs/results/ttq_a.json docs/results/ttq_b.json \\
         --out docs/results/ttq_flow.png                      # overlay curves of earlier runs
 

@@ -1,7 +1,7 @@
 """Where the VLFM change target lives in time: ``‖μ̄'(t)/fps‖²`` of the projected training videos over
 ``[0, T]``, split into before the first frame, the frames' span, and the last interval (DESIGN §4).
 
-    python benchmarks/vlfm_change_energy.py                       # configs/shapes_vlfm.yaml
+    python benchmarks/vlfm_change_energy.py                       # the packaged shapes_vlfm config
     python benchmarks/vlfm_change_energy.py data.shapes.resolution=16 vlfm.order=4
 
 Prints the mean ``‖μ̄'/fps‖²`` per element and each interval's share of its integral, with the
@@ -55,7 +55,7 @@ def change_head_r2(run: str, videos: int, seed: int = 0) -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="configs/shapes_vlfm.yaml")
+    p.add_argument("--config", default="shapes_vlfm")
     p.add_argument("--videos", type=int, default=128)
     p.add_argument("--runs", nargs="*", default=[], help="trained vlfm runs whose change head to score")
     p.add_argument("override", nargs="*")

@@ -3,7 +3,7 @@
     python benchmarks/vlfm_experiments.py --steps 1500 --out docs/results/vlfm     # all variants
     python benchmarks/vlfm_experiments.py --variants base direct --steps 300        # a subset
 
-Trains one model per variant of ``configs/shapes_vlfm.yaml`` (same data, backbone and steps), then:
+Trains one model per variant of the packaged ``shapes_vlfm`` config (same data, backbone and steps), then:
   - generation at 8, 12 and 16 fps from the same model (paper §5.2): caption accuracy (oracle) and
     PSNR/SSIM against the true frames at those times;
   - interpolation: 2× and 3× the training fps, in-between frames vs truth and vs linear interpolation
@@ -94,7 +94,7 @@ def tables(results: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/shapes_vlfm.yaml")
+    p.add_argument("--config", default="shapes_vlfm")
     names = [*VARIANTS, *SAMPLING_VARIANTS]
     p.add_argument("--variants", nargs="+", default=names, choices=names)
     p.add_argument("--steps", type=int, default=1500)

@@ -1,7 +1,8 @@
-"""The ``tempoflow`` command: data, train, sample, eval, demo.
+"""The ``tempoflow`` command: data, train, sample, eval, demo, configs.
 
-Every user mistake (a wrong config key or type, a missing file or checkpoint, a bad caption)
-prints one line naming it and exits with status 2; no traceback.
+Every user mistake (a wrong config key or type, a missing file or checkpoint, a bad caption, an
+optional package a feature needs) prints one line naming it and exits with status 2; no traceback.
+A config argument is a YAML file or the name of a packaged config (``tempoflow configs`` lists them).
 """
 
 from __future__ import annotations
@@ -10,13 +11,24 @@ import argparse
 import csv
 import json
 import math
+import shutil
 import sys
 import warnings
 from pathlib import Path
 
 from tempoflow.errors import ConfigError, TempoflowError
 
-DEMO_CONFIG = "configs/demo.yaml"
+DEMO_CONFIG = "demo"  # the packaged config ``tempoflow demo`` runs
+
+
+def package_version() -> str:
+    """The installed distribution's version; "unknown" when run from a source tree that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tempoflow")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _overrides_dict(overrides: list[str]) -> dict:
@@ -107,8 +119,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     method, _, ckpt = load_method(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
+    # A bar per network evaluation (or frame), on stderr, only where someone watches it.
+    progress = not args.quiet and sys.stderr.isatty()
     if method.task == "trajectory":  # lifting, ardm: unconditional roll-outs, no captions
-        return _sample_trajectories(method, ckpt, gen, args)
+        return _sample_trajectories(method, ckpt, gen, args, progress)
     if not args.prompt:
         raise ConfigError(f"method '{method.name}' needs --prompt (one or more captions)")
     captions = [p for p in args.prompt for _ in range(args.num)]
@@ -123,17 +137,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
         frames = max(1, round(duration * fps))
         _require_sample_memory(len(captions), frames, ckpt.meta, args.scale)
         times = torch.arange(1, frames + 1, dtype=torch.float64) / fps
-        out = method.sample(captions, generator=gen, times=times.float())
+        out = method.sample(captions, generator=gen, times=times.float(), progress=progress)
     elif args.frames is not None:
         if args.frames < 1:
             raise ConfigError(f"--frames must be >= 1, got {args.frames}")
         if getattr(method, "continuous_time", False):
             raise ConfigError("--frames: a continuous-time method (vlfm) takes --fps and --duration")
         _require_sample_memory(len(captions), args.frames, ckpt.meta, args.scale)
-        out = method.sample(captions, generator=gen, num_frames=args.frames)
+        out = method.sample(captions, generator=gen, num_frames=args.frames, progress=progress)
     else:
         _require_sample_memory(len(captions), None, ckpt.meta, args.scale)
-        out = method.sample(captions, generator=gen)
+        out = method.sample(captions, generator=gen, progress=progress)
     video = upscale(tile(out.video.float().cpu(), len(args.prompt)), args.scale)
     path = write_video(args.out, video, fps=fps)
     print(f"wrote {path} ({len(captions)} samples, NFE {out.nfe})")
@@ -152,7 +166,7 @@ def _require_sample_memory(num: int, frames: int | None, meta: dict, scale: int)
                    "lower --num, --frames, --duration, --fps or --scale")
 
 
-def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace) -> int:
+def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace, progress: bool) -> int:
     """``--num`` roll-outs of ``--frames`` frames from the test split's first frames, in one row."""
     from tempoflow.data.io import write_video
     from tempoflow.evaluate import tile, upscale
@@ -161,7 +175,7 @@ def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     _require_sample_memory(args.num, args.frames, ckpt.meta, args.scale)
-    out = method.sample(num_samples=args.num, generator=gen, num_frames=args.frames)
+    out = method.sample(num_samples=args.num, generator=gen, num_frames=args.frames, progress=progress)
     video = out.video.float().cpu()
     if not method.clamp:  # physics fields: their range mapped to [0, 1] for viewing
         video = viewable(video, float(video.min()), float(video.max()))
@@ -199,15 +213,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from tempoflow.configs import packaged_config
     from tempoflow.demo import run_demo
 
-    config = args.config or (DEMO_CONFIG if Path(DEMO_CONFIG).is_file() else None)
+    # The packaged demo, whatever the working directory; never the built-in defaults.
+    config = args.config or packaged_config(DEMO_CONFIG)
     run_demo(config, args.overrides)
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    from tempoflow.configs import describe_config, list_configs, packaged_config
+
+    if args.name:  # one config's YAML, to copy and edit: `tempoflow configs demo > mine.yaml`
+        print(packaged_config(args.name).read_text(encoding="utf-8"), end="")
+        return 0
+    names = list_configs()
+    width = max(map(len, names), default=0)
+    columns = shutil.get_terminal_size().columns  # 80 when not a terminal
+    for name in names:
+        line = f"{name:{width}s}  {describe_config(name)}"
+        print(line if len(line) <= columns else line[: columns - 3] + "...")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tempoflow", description="Flows in latent space for video and physics.")
+    p.add_argument("--version", action="version", version=f"tempoflow {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add_overrides(sp: argparse.ArgumentParser, what: str) -> None:
@@ -216,20 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="render a dataset to videos, or encode it to a latent cache")
     data_sub = data.add_subparsers(dest="action", required=True)
     d = data_sub.add_parser("render", help="render a dataset to mp4 files with a manifest.csv")
-    d.add_argument("config", help="YAML config (its data section is used)")
+    d.add_argument("config", help="YAML config or packaged name (its data section is used)")
     add_overrides(d, "the config, e.g. data.shapes.resolution=64")
     d.add_argument("--out", default="data/shapes", help="output folder")
     d.add_argument("--splits", nargs="+", default=["train", "test", "heldout"])
     d.set_defaults(func=cmd_data)
     e = data_sub.add_parser("encode", help="encode a dataset with the config's codec into a latent cache")
-    e.add_argument("config", help="YAML config (its data section and its method's codec are used)")
+    e.add_argument("config",
+                   help="YAML config or packaged name (its data section and its method's codec are used)")
     add_overrides(e, "the config, e.g. flow.codec_path=runs/shapes_autoencoder")
     e.add_argument("--out", required=True, help="cache folder (then train with data.latent_cache=FOLDER)")
     e.add_argument("--splits", nargs="+", default=["train"])
     e.set_defaults(func=cmd_encode)
 
     t = sub.add_parser("train", help="train the method a config names")
-    t.add_argument("config", help="YAML config, e.g. configs/shapes_flow.yaml")
+    t.add_argument("config", help="YAML config file, or a packaged config's name, e.g. shapes_flow "
+                                  "(tempoflow configs lists them)")
     add_overrides(t, "the config, e.g. train.steps=200")
     t.add_argument("--resume", action="store_true", help="continue the run in out_dir from its latest checkpoint")
     t.add_argument("--until", type=int, default=None, metavar="STEP",
@@ -249,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.mp4", help=".mp4, .gif or .webm")
     s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling for viewing")
     s.add_argument("--device", default="auto")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a terminal)")
     s.add_argument("--fps", type=float, default=None,
                    help="continuous-time methods (vlfm): frame rate of the output (default: the training fps)")
     s.add_argument("--duration", type=float, default=None,
@@ -261,14 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", metavar="CHECKPOINT|KEY=VALUE",
                    help="more checkpoints to compare, and sampling/eval settings, e.g. sample.steps=32")
     e.add_argument("--out", default=None, help="output folder (default: <run>/eval)")
-    e.add_argument("--config", default=None, help="eval config (sample/eval sections), e.g. configs/eval_flow.yaml")
+    e.add_argument("--config", default=None,
+                   help="eval config (sample/eval sections): a file or a packaged name, e.g. eval_flow")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("demo", help="the main job: data, a short training run, samples, metrics, report")
-    m.add_argument("--config", default=None, help=f"YAML config (default: {DEMO_CONFIG})")
+    m.add_argument("--config", default=None,
+                   help=f"YAML config or packaged name (default: the packaged {DEMO_CONFIG})")
     add_overrides(m, "the demo config, e.g. train.steps=20000")
     m.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("configs", help="list the packaged configs (train/data/demo/eval take them by name)")
+    c.add_argument("name", nargs="?", default=None,
+                   help="print this packaged config's YAML instead (to copy and edit)")
+    c.set_defaults(func=cmd_configs)
     return p
 
 

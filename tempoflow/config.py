@@ -1,4 +1,4 @@
-"""Typed configuration: dataclasses, YAML files in ``configs/``, dotted overrides on the CLI.
+"""Typed configuration: dataclasses, YAML files (packaged ones by name), dotted overrides on the CLI.
 
 A YAML file mirrors the dataclass tree of :class:`ExperimentConfig`. Every key is checked against
 the dataclass fields and every value against the field's type, so ``train.step=5`` (a typo) or
@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from tempoflow.configs import resolve_config
 from tempoflow.data.digits import DigitsConfig
 from tempoflow.data.folder import FolderConfig
 from tempoflow.data.physics.porous import PorousConfig
@@ -626,12 +627,17 @@ def _deep_copy(d: dict) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
+
+    ``path`` is a YAML file or a packaged config's name (``"demo"``; see
+    :func:`tempoflow.configs.resolve_config`).
+
+    Raises:
+        ConfigError: no such file or packaged config, invalid YAML, an unknown key or a wrong value.
+    """
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = resolve_config(path)
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
@@ -647,11 +653,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Experimen
 def load_sections(path: str | Path, sections: tuple[str, ...]) -> dict:
     """The given sections of a partial YAML config, type-checked: ``{"sample": {"steps": 8}}``.
 
-    For settings applied on top of a checkpoint's config (``tempoflow eval --config``).
+    For settings applied on top of a checkpoint's config (``tempoflow eval --config``). ``path`` is a
+    YAML file or a packaged config's name (``"eval_flow"``).
+
+    Raises:
+        ConfigError: no such file or packaged config, invalid YAML, another section, a wrong value.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = resolve_config(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

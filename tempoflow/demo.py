@@ -11,8 +11,13 @@ from tempoflow.evaluate import evaluate
 from tempoflow.train.run import train
 
 
-def run_demo(config: str | Path | None, overrides: list[str] = ()) -> dict:
-    """Train and evaluate; returns the eval record. Paths are printed for the user."""
+def run_demo(config: str | Path = "demo", overrides: list[str] = ()) -> dict:
+    """Train and evaluate ``config`` (a YAML file or packaged name; default: the packaged demo); returns
+    the eval record. Paths are printed for the user.
+
+    Raises:
+        ConfigError: the config is neither a file nor a packaged config, or an override is wrong.
+    """
     t0 = time.perf_counter()
     cfg = load_config(config, list(overrides))
     out = Path(cfg.out_dir)

@@ -18,11 +18,13 @@ captions and for the held-out combinations, over EVERY caption of the split:
 
 Figures (appendix C.1): PCA and t-SNE (PCA to 32 components, perplexity 40, 600 iterations, seed 42)
 of the text space ``z_t``, the alignment space (``M(z_t)`` and ``E_s(z_v)``) and the video space
-(``z_v``, ``G_s(M(z_t))`` and ``G_s(E_s(z_v))``) of training pairs, coloured by bucket.
+(``z_v``, ``G_s(M(z_t))`` and ``G_s(E_s(z_v))``) of training pairs, coloured by bucket. They need the
+``plots`` extra (matplotlib, scikit-learn); without it the scores are written and one warning says so.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from torch import Tensor
 
 from tempoflow.config import ExperimentConfig
 from tempoflow.data import load_dataset
+from tempoflow.errors import MissingExtraError, needs_extra
 from tempoflow.methods.align import Align, AlignSpaces
 from tempoflow.methods.contrastive import cosine_matrix
 from tempoflow.metrics.distribution import frechet_distance_features, polynomial_mmd
@@ -144,9 +147,14 @@ def split_scores(
 
 
 def _reduce(points: np.ndarray, how: str) -> np.ndarray:
-    """``(N, D)`` -> ``(N, 2)`` by PCA, or t-SNE on the first PCA components (appendix C.1)."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
+    """``(N, D)`` -> ``(N, 2)`` by PCA, or t-SNE on the first PCA components (appendix C.1).
+
+    Raises:
+        MissingExtraError: scikit-learn is not installed.
+    """
+    with needs_extra("sklearn", "plots", "the latent-space plots"):
+        from sklearn.decomposition import PCA
+        from sklearn.manifold import TSNE
 
     n, d = points.shape
     if how == "pca":
@@ -181,11 +189,16 @@ def _space_sets(spaces: AlignSpaces) -> dict[str, dict[str, Tensor]]:
 
 def latent_figures(spaces: AlignSpaces, buckets: Tensor, out: Path, title: str) -> list[Path]:
     """Write ``latent_pca.png`` and ``latent_tsne.png`` into ``out``: a panel per space, every set of
-    the space reduced jointly (so they share coordinates), colour = bucket, marker = set."""
-    import matplotlib
+    the space reduced jointly (so they share coordinates), colour = bucket, marker = set.
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    Raises:
+        MissingExtraError: matplotlib or scikit-learn is not installed.
+    """
+    with needs_extra("matplotlib", "plots", "the latent-space plots"):
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
 
     markers = ("o", "x", "+")
     colours = plt.get_cmap("tab20" if int(buckets.max()) < 20 else "turbo")
@@ -230,7 +243,8 @@ def _spread_indices(n: int, k: int) -> Tensor:
 
 def evaluate_alignment(method: Align, cfg: ExperimentConfig, out: str | Path) -> tuple[dict, list[VideoCell]]:
     """Scores and figures of the module doc: ``({"align_train": {...}, "align_heldout": {...}}, cells)``;
-    the figures go to ``out/latent_pca.png`` and ``out/latent_tsne.png``."""
+    the figures go to ``out/latent_pca.png`` and ``out/latent_tsne.png`` (skipped with a warning when the
+    ``plots`` extra is not installed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     splits = {s: load_dataset(cfg.data, s) for s in ("train", "test", "heldout")}
@@ -257,6 +271,10 @@ def evaluate_alignment(method: Align, cfg: ExperimentConfig, out: str | Path) ->
     captions = [train.captions[i] for i in pick]
     spaces = method.embed(captions, train.videos[pick])
     buckets = torch.tensor([bucket_index[c] for c in captions])
-    paths = latent_figures(spaces, buckets, out, f"{method.cfg.objective}, {len(pick)} training pairs")
+    try:
+        paths = latent_figures(spaces, buckets, out, f"{method.cfg.objective}, {len(pick)} training pairs")
+    except MissingExtraError as err:  # the scores stand without the figures: say so, in one line
+        warnings.warn(f"latent-space figures skipped: {err}", stacklevel=2)
+        paths = []
     cells = [VideoCell(f"latent spaces ({p.stem.removeprefix('latent_')}), training pairs", p) for p in paths]
     return metrics, cells

@@ -238,12 +238,12 @@ def test_retrieval_recall_perfect_and_against_brute_force():
 
 
 def test_train_and_eval_end_to_end(tmp_path, wae_run, capsys):
-    """``tempoflow train configs/shapes_align.yaml`` (tiny) then ``tempoflow eval``: metrics with the
+    """``tempoflow train shapes_align`` (tiny) then ``tempoflow eval``: metrics with the
     alignment scores, and the PCA / t-SNE figures written and embedded in the report."""
     run = tmp_path / "align"
     args = [*TINY, f"align.video_path={wae_run}", f"out_dir={run}", "train.steps=2", "align.hidden=32"]
-    assert main(["train", "configs/shapes_align.yaml", *args]) == 0
-    assert main(["eval", str(run), "--out", str(tmp_path / "eval"), "--config", "configs/eval_align.yaml",
+    assert main(["train", "shapes_align", *args]) == 0
+    assert main(["eval", str(run), "--out", str(tmp_path / "eval"), "--config", "eval_align",
                  "eval.num_prompts=2"]) == 0
     record = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     metrics = record["metrics"]

@@ -79,7 +79,7 @@ def test_flow_in_autoencoder_latent_space_end_to_end(tmp_path, ae_run):
     run = tmp_path / "flow"
     latent = [*TINY, f"out_dir={run}", "flow.codec=autoencoder", f"flow.codec_path={ae_run}", "model.patch_hw=2"]
     before = {k: v.clone() for k, v in make_codec("autoencoder", str(ae_run)).state_dict().items()}
-    assert main(["train", "configs/demo.yaml", *latent]) == 0
+    assert main(["train", "demo", *latent]) == 0
     from tempoflow.train.run import load_method
 
     method, _, _ = load_method(run, device="cpu")
@@ -104,7 +104,7 @@ def test_latent_cache_reuse_and_refusal(tmp_path, ae_run):
     reference), and a cache made by another codec or from other data is refused by name."""
     cache = tmp_path / "cache"
     latent = [*TINY, "flow.codec=autoencoder", f"flow.codec_path={ae_run}", "model.patch_hw=2"]
-    assert main(["data", "encode", "configs/demo.yaml", *latent, "--out", str(cache), "--splits", "train", "test"]) == 0
+    assert main(["data", "encode", "demo", *latent, "--out", str(cache), "--splits", "train", "test"]) == 0
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["codec"] == "autoencoder" and manifest["latent_shape"] == [2, 8, 8]
 
@@ -112,7 +112,7 @@ def test_latent_cache_reuse_and_refusal(tmp_path, ae_run):
     from tempoflow.data.latent_cache import load_latents
     from tempoflow.train.run import data_dict
 
-    cfg = load_config("configs/demo.yaml", latent)
+    cfg = load_config("demo", latent)
     codec = make_codec("autoencoder", str(ae_run))
     cached = load_latents(cache, codec, data_dict(cfg.data), "test")
     test = load_dataset(cfg.data, "test")
@@ -120,13 +120,13 @@ def test_latent_cache_reuse_and_refusal(tmp_path, ae_run):
     assert torch.allclose(cached.latents, codec.encode(test.videos), atol=1e-5)
 
     run = tmp_path / "from_cache"
-    assert main(["train", "configs/demo.yaml", *latent, f"data.latent_cache={cache}", f"out_dir={run}"]) == 0
+    assert main(["train", "demo", *latent, f"data.latent_cache={cache}", f"out_dir={run}"]) == 0
     assert (run / "checkpoints" / "latest").exists()
 
     with pytest.raises(ConfigError, match="made by codec 'autoencoder'.*uses 'pixel'"):
         load_latents(cache, make_codec("pixel"), data_dict(cfg.data), "train")
     with pytest.raises(ConfigError, match="other data settings"):
-        other = load_config("configs/demo.yaml", [*latent, "data.shapes.seed=7"])
+        other = load_config("demo", [*latent, "data.shapes.seed=7"])
         load_latents(cache, codec, data_dict(other.data), "train")
     with pytest.raises(ConfigError, match="no 'heldout' split"):
         load_latents(cache, codec, data_dict(cfg.data), "heldout")
@@ -147,7 +147,7 @@ def test_checkpoints_leave_out_the_codec_and_pin_its_fingerprint(tmp_path, ae_ru
 
     run = tmp_path / "flow"
     latent = [*TINY, f"out_dir={run}", "flow.codec=autoencoder", f"flow.codec_path={ae_run}", "model.patch_hw=2"]
-    assert main(["train", "configs/demo.yaml", *latent]) == 0
+    assert main(["train", "demo", *latent]) == 0
     latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     for name in ("model.safetensors", "ema.safetensors"):
         keys = load_file(str(latest / name)).keys()

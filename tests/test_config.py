@@ -92,16 +92,18 @@ def test_yaml_round_trip_and_errors(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    configs = sorted(Path(__file__).parent.parent.glob("configs/*.yaml"))
-    assert configs
-    for path in configs:
-        load_config(path)
+    from tempoflow.configs import list_configs
+
+    names = list_configs()
+    assert "demo" in names and "shapes_flow" in names and "eval_flow" in names
+    for name in names:
+        load_config(name)
 
 
 def test_cli_prints_one_line_not_a_traceback(tmp_path):
     root = Path(__file__).parent.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "tempoflow.cli", "train", "configs/demo.yaml", "train.stepz=3"],
+        [sys.executable, "-m", "tempoflow.cli", "train", "demo", "train.stepz=3"],
         capture_output=True, text=True, cwd=root, check=False,
     )
     assert proc.returncode == 2
@@ -115,8 +117,7 @@ def test_cli_prints_one_line_not_a_traceback(tmp_path):
 def test_eval_config_sections(tmp_path):
     from tempoflow.config import load_sections
 
-    root = Path(__file__).parent.parent
-    got = load_sections(root / "configs" / "eval_flow.yaml", ("sample", "eval"))
+    got = load_sections("eval_flow", ("sample", "eval"))
     assert got["sample"]["steps"] == 16 and got["eval"]["num_prompts"] == 48
     bad = tmp_path / "e.yaml"
     bad.write_text("train:\n  steps: 3\n")

@@ -12,7 +12,7 @@ from .conftest import TINY
 
 def test_train_sample_eval_through_the_cli(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={run}"]) == 0
+    assert main(["train", "demo", *TINY, f"out_dir={run}"]) == 0
     assert (run / "checkpoints" / "latest").is_file() and (run / "log.jsonl").is_file()
     assert (run / "config.yaml").is_file() and (run / "tb").is_dir()
 
@@ -47,7 +47,7 @@ def test_train_sample_eval_through_the_cli(tmp_path, capsys):
 
 def test_dit_flow_samples_other_lengths_with_frames(tmp_path):
     run = tmp_path / "dit"
-    assert main(["train", "configs/demo.yaml", *TINY, "flow.backbone=dit", "train.steps=2", f"out_dir={run}"]) == 0
+    assert main(["train", "demo", *TINY, "flow.backbone=dit", "train.steps=2", f"out_dir={run}"]) == 0
     out = tmp_path / "long.mp4"
     assert main(["sample", str(run), "--prompt", "a red circle moves left", "--frames", "8", "--out", str(out),
                  "--scale", "1", "sample.steps=2", "--device", "cpu"]) == 0
@@ -60,14 +60,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"tempoflow: error: checkpoint not found: {tmp_path / 'missing'}"]
-    assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={tmp_path}/x", "model.dim=30",
+    assert main(["train", "demo", *TINY, f"out_dir={tmp_path}/x", "model.dim=30",
                  "model.heads=4"]) == 2  # 30 channels do not split into 4 heads
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.dim (30) must be divisible by model.heads (4)" in err[0]
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--config", "configs/demo.yaml", *TINY, f"out_dir={tmp_path / 'demo'}"]) == 0
+def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the packaged demo config, from a directory without configs
+    assert main(["demo", *TINY, f"out_dir={tmp_path / 'demo'}"]) == 0
     printed = capsys.readouterr().out
     for name in ("samples.mp4", "metrics.json", "report.html"):
         assert (tmp_path / "demo" / "eval" / name).is_file()
@@ -79,10 +80,10 @@ def test_eval_compares_several_checkpoints(tmp_path, capsys):
     runs = []
     for i, steps in enumerate((2, 4)):
         run = tmp_path / f"run{i}"
-        assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={run}", f"train.steps={steps}"]) == 0
+        assert main(["train", "demo", *TINY, f"out_dir={run}", f"train.steps={steps}"]) == 0
         runs.append(str(run))
     out = tmp_path / "cmp"
-    assert main(["eval", runs[0], "--out", str(out), runs[1], "--config", "configs/eval_flow.yaml",
+    assert main(["eval", runs[0], "--out", str(out), runs[1], "--config", "eval_flow",
                  "sample.steps=1", "eval.num_prompts=2", "sample.num_per_prompt=1", "--device", "cpu"]) == 0
     table = json.loads((out / "comparison.json").read_text())
     assert [r["step"] for r in table] == [2, 4]
@@ -105,7 +106,7 @@ def test_eval_computes_fvd_with_i3d_weights_given_by_path(tmp_path):
     save_file({k: v.contiguous() for k, v in InceptionI3d().state_dict().items()}, str(weights))
     run = tmp_path / "run"
     long = [*TINY, f"out_dir={run}", "data.shapes.num_frames=16", "data.shapes.fps=16"]
-    assert main(["train", "configs/demo.yaml", *long, "train.steps=2"]) == 0
+    assert main(["train", "demo", *long, "train.steps=2"]) == 0
     ev = tmp_path / "eval"
     assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", f"eval.i3d_path={weights}",
                  "sample.num_per_prompt=2", "sample.steps=1", "eval.num_prompts=4"]) == 0
@@ -121,7 +122,7 @@ def test_eval_computes_fvd_with_i3d_weights_given_by_path(tmp_path):
 def test_eval_with_free_text_prompts(tmp_path):
     """Prompts outside the shapes grammar still sample and report; the oracle says n/a instead of failing."""
     run = tmp_path / "run"
-    assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={run}"]) == 0
+    assert main(["train", "demo", *TINY, f"out_dir={run}"]) == 0
     ev = tmp_path / "eval"
     assert main(["eval", str(run), "--out", str(ev), "--device", "cpu",
                  "eval.prompts=[a dog runs on the beach, a red circle moves left]"]) == 0
@@ -140,7 +141,7 @@ def test_eval_computes_bucket_lpips_with_weights_given_by_path(tmp_path):
     torch.save({k: v for k, v in sd.items() if k.startswith("features.")}, backbone)
     torch.save({k: v.abs() for k, v in sd.items() if k.startswith("lin")}, lin)
     run = tmp_path / "run"
-    assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={run}", "data.shapes.resolution=32"]) == 0
+    assert main(["train", "demo", *TINY, f"out_dir={run}", "data.shapes.resolution=32"]) == 0
     ev = tmp_path / "eval"
     assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", f"eval.lpips_backbone={backbone}",
                  f"eval.lpips_lin={lin}", "sample.steps=1"]) == 0
@@ -148,7 +149,7 @@ def test_eval_computes_bucket_lpips_with_weights_given_by_path(tmp_path):
     assert isinstance(m["train"]["nearest_bucket_lpips"], float) and m["train"]["nearest_bucket_lpips"] >= 0
     # 16-pixel frames are too small for AlexNet: the reason is reported, not a traceback
     small = tmp_path / "small"
-    assert main(["train", "configs/demo.yaml", *TINY, f"out_dir={small}"]) == 0
+    assert main(["train", "demo", *TINY, f"out_dir={small}"]) == 0
     assert main(["eval", str(small), "--out", str(tmp_path / "e2"), "--device", "cpu", "sample.steps=1",
                  f"eval.lpips_backbone={backbone}", f"eval.lpips_lin={lin}"]) == 0
     m2 = json.loads((tmp_path / "e2" / "metrics.json").read_text())["metrics"]
@@ -161,7 +162,7 @@ def test_data_render_writes_videos_and_an_open_sora_manifest(tmp_path):
     from tempoflow.data.io import read_video
 
     out = tmp_path / "data"
-    assert main(["data", "render", "configs/demo.yaml", *TINY, "--out", str(out), "--splits", "test"]) == 0
+    assert main(["data", "render", "demo", *TINY, "--out", str(out), "--splits", "test"]) == 0
     rows = list(csv.DictReader((out / "manifest.csv").read_text().splitlines()))
     assert rows and set(rows[0]) >= {"path", "text", "num_frames", "fps", "height", "width"}
     video = read_video(out / rows[0]["path"]).frames

@@ -90,9 +90,9 @@ def test_train_and_eval_a_flow_on_your_folder(tmp_path, videos):
     run = tmp_path / "run"
     data = ["data.name=folder", f"data.folder.path={videos}", "data.folder.num_frames=4", "data.folder.resolution=16",
             "data.folder.test_fraction=0.25"]
-    assert main(["train", "configs/demo.yaml", *TINY, *data, f"out_dir={run}"]) == 0
+    assert main(["train", "demo", *TINY, *data, f"out_dir={run}"]) == 0
     assert main(["eval", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
-    assert main(["train", "configs/demo.yaml", *TINY, "data.name=folder", f"out_dir={tmp_path / 'x'}"]) == 2
+    assert main(["train", "demo", *TINY, "data.name=folder", f"out_dir={tmp_path / 'x'}"]) == 2
 
 
 def test_uncaptioned_videos_train_on_the_null_condition(tiny_cfg):
@@ -129,4 +129,4 @@ def test_train_a_flow_on_a_half_captioned_folder(tmp_path, videos):
         txt.unlink()
     data = ["data.name=folder", f"data.folder.path={videos}", "data.folder.num_frames=4", "data.folder.resolution=16",
             "data.folder.test_fraction=0.0"]
-    assert main(["train", "configs/demo.yaml", *TINY, *data, f"out_dir={tmp_path / 'run'}"]) == 0
+    assert main(["train", "demo", *TINY, *data, f"out_dir={tmp_path / 'run'}"]) == 0

@@ -323,10 +323,10 @@ def test_train_eval_sample_through_the_cli(tmp_path, method, kind):
         f"out_dir={run}",
         f"data.physics.size={16 if kind == 'wave' else 8}",
     ]
-    config = {"lifting": "configs/sde_lifting.yaml", "ardm": "configs/wave_ardm.yaml"}[method]
+    config = {"lifting": "sde_lifting", "ardm": "wave_ardm"}[method]
     assert main(["train", config, *overrides, f"method={method}"]) == 0
     ev = tmp_path / "eval"
-    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "configs/eval_trajectories.yaml"]) == 0
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "eval_trajectories"]) == 0
     record = json.loads((ev / "metrics.json").read_text())
     m = record["metrics"]
     assert m["trajectories"] == 4 and m["frames"] == 7 and m["given_frames"] == 1
@@ -370,7 +370,7 @@ def test_train_eval_sample_through_the_cli(tmp_path, method, kind):
 def test_bad_settings_fail_with_one_line(tmp_path, capsys):
     assert (
         main(
-            ["train", "configs/sde_lifting.yaml", *TINY_PHYSICS, "lifting.window=0", f"out_dir={tmp_path}/x"]
+            ["train", "sde_lifting", *TINY_PHYSICS, "lifting.window=0", f"out_dir={tmp_path}/x"]
         )
         == 2
     )
@@ -380,7 +380,7 @@ def test_bad_settings_fail_with_one_line(tmp_path, capsys):
         main(
             [
                 "train",
-                "configs/sde_lifting.yaml",
+                "sde_lifting",
                 *TINY_PHYSICS,
                 "ardm.solver=dopri5",
                 f"out_dir={tmp_path}/y",

@@ -26,7 +26,7 @@ def test_report_renders_in_chromium(tmp_path):
     if browser is None:
         pytest.fail("this test needs Debian's chromium package: apt-get install chromium")
     run = tmp_path / "demo"
-    assert main(["demo", "--config", "configs/demo.yaml", *TINY, f"out_dir={run}", "train.steps=20"]) == 0
+    assert main(["demo", "--config", "demo", *TINY, f"out_dir={run}", "train.steps=20"]) == 0
     report = run / "eval" / "report.html"
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([browser, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True,

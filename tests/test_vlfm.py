@@ -166,7 +166,7 @@ def test_variants_train_and_sample(variant):
 
 def test_vlfm_end_to_end_through_the_cli(tmp_path):
     run = tmp_path / "vlfm"
-    assert main(["train", "configs/shapes_vlfm.yaml", *TINY, *VLFM, "vlfm.prediction=data", f"out_dir={run}"]) == 0
+    assert main(["train", "shapes_vlfm", *TINY, *VLFM, "vlfm.prediction=data", f"out_dir={run}"]) == 0
     video = tmp_path / "s.mp4"
     assert main(["sample", str(run), "--prompt", "a red circle moves left", "--fps", "24", "--duration", "2",
                  "--out", str(video), "--device", "cpu"]) == 0
@@ -180,7 +180,7 @@ def test_vlfm_end_to_end_through_the_cli(tmp_path):
     assert main(["sample", str(run), "--prompt", "a red circle", "--duration", "1e9", "--device", "cpu",
                  "--out", str(tmp_path / "huge.mp4")]) == 2  # refused before allocating
     ev = tmp_path / "ev"
-    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "configs/eval_vlfm.yaml",
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "eval_vlfm",
                  "eval.time_rate=2", "eval.time_extent=2", "eval.num_prompts=2", "sample.num_per_prompt=1"]) == 0
     m = json.loads((ev / "metrics.json").read_text())["metrics"]
     for key in ("time_psnr_train_frames_db", "time_psnr_between_frames_db", "time_psnr_extrapolated_db",

@@ -30,7 +30,7 @@ from tempoflow.codecs.diffusers_vae import (
     load_pretrained,
 )
 from tempoflow.codecs.pixel import Codec
-from tempoflow.errors import ConfigError
+from tempoflow.errors import ConfigError, needs_extra
 
 
 @dataclass
@@ -56,8 +56,14 @@ class DiffusionParts:
 
 def load_diffusion_parts(source: str | Path, dtype: torch.dtype | None = None) -> DiffusionParts:
     """Load ``vae/``, ``unet/``, ``scheduler/`` (and ``text_encoder/``, ``tokenizer/`` for a conditional
-    UNet) from a pipeline folder or hub id, e.g. ``stable-diffusion-v1-5/stable-diffusion-v1-5``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+    UNet) from a pipeline folder or hub id, e.g. ``stable-diffusion-v1-5/stable-diffusion-v1-5``.
+
+    Raises:
+        ConfigError: no source, or a part that cannot be loaded from it.
+        MissingExtraError: diffusers is not installed.
+    """
+    with needs_extra("diffusers", "diffusers", "codec ddim_inversion"):
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 
     if not str(source):
         raise ConfigError(
@@ -136,7 +142,8 @@ class DDIMInversionCodec(Codec):
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        from diffusers import DDIMScheduler, UNet2DConditionModel
+        with needs_extra("diffusers", "diffusers", "codec ddim_inversion"):
+            from diffusers import DDIMScheduler, UNet2DConditionModel
 
         if steps < 1:
             raise ValueError(f"steps must be a positive number of DDIM steps, got {steps}")

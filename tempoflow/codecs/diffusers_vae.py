@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from tempoflow.codecs.pixel import Codec
-from tempoflow.errors import ConfigError
+from tempoflow.errors import ConfigError, needs_extra
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
@@ -76,8 +76,12 @@ def vae_subfolder(source: str | Path) -> str | None:
 
     A local folder is a pipeline when it has ``vae/config.json``; a hub repo when it has no root
     ``config.json`` (SD pipelines have ``model_index.json`` there instead).
+
+    Raises:
+        MissingExtraError: diffusers is not installed.
     """
-    from diffusers import AutoencoderKL
+    with needs_extra("diffusers", "diffusers", "codec diffusers_vae"):
+        from diffusers import AutoencoderKL
 
     local = Path(str(source)).expanduser()
     if local.exists():
@@ -122,7 +126,8 @@ class DiffusersVAECodec(Codec):
         sample_posterior: bool = False,
     ):
         super().__init__()
-        from diffusers import AutoencoderKL
+        with needs_extra("diffusers", "diffusers", "codec diffusers_vae"):
+            from diffusers import AutoencoderKL
 
         if chunk < 1:
             raise ValueError(f"chunk must be a positive number of frames, got {chunk}")

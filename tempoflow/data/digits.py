@@ -39,6 +39,7 @@ from tempoflow.data.shapes import (
     _fold,
     _start,
 )
+from tempoflow.errors import needs_extra
 
 __all__ = [
     "DIGITS",
@@ -134,8 +135,13 @@ class DigitsConfig:
 
 @functools.lru_cache(maxsize=1)
 def _sklearn_digits() -> tuple[Tensor, np.ndarray]:
-    """All sklearn digit images ``(1797, 8, 8)`` float32 in [0, 1] and their labels ``(1797,)``."""
-    from sklearn.datasets import load_digits
+    """All sklearn digit images ``(1797, 8, 8)`` float32 in [0, 1] and their labels ``(1797,)``.
+
+    Raises:
+        MissingExtraError: scikit-learn, which ships the images, is not installed.
+    """
+    with needs_extra("sklearn", "digits", "the digits dataset"):
+        from sklearn.datasets import load_digits
 
     data = load_digits()
     return torch.from_numpy(data.images / IMAGE_MAX).float(), np.asarray(data.target)

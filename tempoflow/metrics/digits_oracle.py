@@ -37,6 +37,7 @@ from tempoflow.data.digits import (
     render_digit_scenes,
 )
 from tempoflow.data.shapes import CLEAR_FRAMES
+from tempoflow.errors import needs_extra
 
 __all__ = ["DigitsCaptionScore", "caption_accuracy", "read_digits"]
 
@@ -117,8 +118,13 @@ def _crops(ink: Tensor, centre: Tensor, box: float) -> Tensor:
 
 @functools.lru_cache(maxsize=4)
 def _classifier(resolution: int, digit_scale: float, test_fraction: float):
-    """Logistic regression trained on rendered frames of the train-part images (see module doc)."""
-    from sklearn.linear_model import LogisticRegression
+    """Logistic regression trained on rendered frames of the train-part images (see module doc).
+
+    Raises:
+        MissingExtraError: scikit-learn is not installed.
+    """
+    with needs_extra("sklearn", "digits", "the digits oracle"):
+        from sklearn.linear_model import LogisticRegression
 
     cfg = DigitsConfig(resolution=resolution, digit_scale=digit_scale, test_instance_fraction=test_fraction)
     rng = np.random.default_rng(CLASSIFIER_SEED)

@@ -6,7 +6,7 @@ baselines, on the same frozen video WAE and text encoder, at the same training b
 
 For each data set: train the video WAE once (the packaged ``<data>_video_wae`` config; an existing run in
 ``--out`` is reused), then every ``align.objective`` from the packaged ``<data>_align`` config, evaluate each
-(``tempoflow.evaluate``, which adds ``tempoflow.evaluate_align``'s scores), and write one table:
+(``tempoflow.evaluate``, which adds ``tempoflow.evaluate.alignment``'s scores), and write one table:
 B-PSNR / B-SSIM of the training captions (best match in the bucket), FD-WAE and MMD-WAE (video WAE
 codes of generated vs real videos, NOT FVD/KVD), oracle caption accuracy on training captions and on
 held-out combinations, and text -> video recall R@1 / R@5 over every video of the data set.
@@ -25,8 +25,9 @@ import torch
 from tempoflow.codecs.video_wae import VideoWAECodec
 from tempoflow.config import ALIGN_OBJECTIVES, load_config
 from tempoflow.data import load_dataset
-from tempoflow.evaluate import evaluate, hardware
-from tempoflow.evaluate_align import oracle_accuracy
+from tempoflow.evaluate import evaluate
+from tempoflow.evaluate.alignment import oracle_accuracy
+from tempoflow.evaluate.record import hardware
 from tempoflow.metrics.video import nearest_in_bucket
 from tempoflow.train.checkpoint import read_checkpoint
 from tempoflow.train.run import train

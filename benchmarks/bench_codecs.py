@@ -22,7 +22,7 @@ import time
 import torch
 
 from tempoflow.codecs import Codec, PixelCodec, make_codec
-from tempoflow.evaluate import hardware
+from tempoflow.evaluate.record import hardware
 
 SD_VAE = {  # the architecture of Stable Diffusion's KL-f8 VAE (its config.json), random weights
     "block_out_channels": (128, 256, 512, 512),

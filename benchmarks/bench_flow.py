@@ -17,7 +17,7 @@ import torch
 
 from tempoflow.config import load_config
 from tempoflow.data import load_dataset
-from tempoflow.evaluate import hardware
+from tempoflow.evaluate.record import hardware
 from tempoflow.nets.dit import count_parameters
 from tempoflow.train.run import build_method
 

@@ -23,7 +23,7 @@ from bench_flow import (  # same options, timing loop and precisions as the flow
     timed_setups,
 )
 
-from tempoflow.evaluate import hardware
+from tempoflow.evaluate.record import hardware
 from tempoflow.nets.dit import count_parameters
 
 

@@ -5,7 +5,7 @@
         --eval 512 --width 128 --device cuda                                      # towards the paper's size
 
 Four experiments, each trained with the real trainer (``tempoflow.train``) and scored with the functions
-``tempoflow eval`` uses (``tempoflow.evaluate_trajectories``):
+``tempoflow eval`` uses (``tempoflow.evaluate.trajectories``):
 
 1. Table 1 — on wave and porous data: lifting (1 network call per frame) against ARDM sampled with
    s = 2, 5, 10, 20, 40 Euler steps per frame: WCT (crossing-time W2, normalised time), WIM (time-averaged
@@ -34,8 +34,8 @@ from torch import Tensor
 
 from tempoflow.config import ExperimentConfig, load_config, to_dict
 from tempoflow.data import load_dataset
-from tempoflow.evaluate import hardware
-from tempoflow.evaluate_trajectories import timed_rollout, trajectory_scores
+from tempoflow.evaluate.record import hardware
+from tempoflow.evaluate.trajectories import timed_rollout, trajectory_scores
 from tempoflow.methods.lifting import StochasticLifting
 from tempoflow.methods.rollout import context_length, frame_times, initial_frames
 from tempoflow.metrics.qoi import mass, wasserstein_1d

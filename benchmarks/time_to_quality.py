@@ -37,10 +37,13 @@ from torch import Tensor
 from tempoflow.config import ExperimentConfig, load_config, to_dict
 from tempoflow.data import load_dataset
 from tempoflow.data.io import write_video
-from tempoflow.evaluate import default_prompts, hardware, oracle_scores, tile, upscale
+from tempoflow.evaluate.record import hardware
+from tempoflow.evaluate.scores import oracle_scores
+from tempoflow.evaluate.text_to_video import default_prompts
 from tempoflow.metrics.video import nearest_in_bucket
 from tempoflow.train.checkpoint import load_weights
 from tempoflow.train.run import build_method, make_trainer
+from tempoflow.viewing import tile, upscale
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 EVAL_PROMPTS = 48  # 24 spread training captions + all 24 held-out combinations of the shapes data

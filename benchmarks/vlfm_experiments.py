@@ -23,8 +23,8 @@ import torch
 
 from tempoflow.config import load_config
 from tempoflow.data import load_dataset
-from tempoflow.evaluate import hardware
-from tempoflow.evaluate_time import continuous_time_scores, time_grid
+from tempoflow.evaluate.continuous_time import continuous_time_scores, time_grid
+from tempoflow.evaluate.record import hardware
 from tempoflow.metrics.oracle import caption_accuracy
 from tempoflow.train.run import load_method, train
 

@@ -113,8 +113,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from tempoflow.data.io import write_video
-    from tempoflow.evaluate import tile, upscale
     from tempoflow.train.run import load_method
+    from tempoflow.viewing import tile, upscale
 
     method, _, ckpt = load_method(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
     device = next(method.parameters()).device
@@ -128,7 +128,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     captions = [p for p in args.prompt for _ in range(args.num)]
     fps = float(ckpt.meta.get("fps", 8.0))
     if args.fps is not None or args.duration is not None:
-        if not getattr(method, "continuous_time", False):
+        if not method.continuous_time:
             raise ConfigError(f"--fps/--duration need a continuous-time method (vlfm), not '{method.name}'")
         fps = args.fps if args.fps is not None else fps
         duration = args.duration if args.duration is not None else method.num_frames / method.fps
@@ -141,7 +141,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.frames is not None:
         if args.frames < 1:
             raise ConfigError(f"--frames must be >= 1, got {args.frames}")
-        if getattr(method, "continuous_time", False):
+        if method.continuous_time:
             raise ConfigError("--frames: a continuous-time method (vlfm) takes --fps and --duration")
         _require_sample_memory(len(captions), args.frames, ckpt.meta, args.scale)
         out = method.sample(captions, generator=gen, num_frames=args.frames, progress=progress)
@@ -169,8 +169,7 @@ def _require_sample_memory(num: int, frames: int | None, meta: dict, scale: int)
 def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace, progress: bool) -> int:
     """``--num`` roll-outs of ``--frames`` frames from the test split's first frames, in one row."""
     from tempoflow.data.io import write_video
-    from tempoflow.evaluate import tile, upscale
-    from tempoflow.evaluate_trajectories import viewable
+    from tempoflow.viewing import tile, upscale, viewable
 
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")

@@ -19,7 +19,7 @@ from torch import nn
 from tempoflow.cli import main
 from tempoflow.config import ALIGN_OBJECTIVES, load_config
 from tempoflow.errors import ConfigError
-from tempoflow.evaluate_align import retrieval_recall
+from tempoflow.evaluate.alignment import retrieval_recall
 from tempoflow.methods.align import MappingMLP, bucket_ids_of, dataset_captions
 from tempoflow.methods.contrastive import bucket_loss
 from tempoflow.text.augment import vocabulary_of

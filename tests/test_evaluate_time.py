@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tempoflow.data.shapes import ShapesConfig, make_shapes, render_at
-from tempoflow.evaluate_time import continuous_time_scores, linear_between_frames, time_grid
+from tempoflow.evaluate.continuous_time import continuous_time_scores, linear_between_frames, time_grid
 from tempoflow.methods.base import Samples
 
 

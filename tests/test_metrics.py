@@ -371,7 +371,7 @@ def test_thumbnail_features_see_appearance_and_motion():
 
 def test_bucket_scores_prefer_real_videos_over_noise():
     from tempoflow.data.shapes import ShapesConfig, make_shapes
-    from tempoflow.evaluate import bucket_scores
+    from tempoflow.evaluate.scores import bucket_scores
 
     data = make_shapes(ShapesConfig(videos_per_caption=4, test_per_bucket=0), "train")
     buckets = data.buckets()

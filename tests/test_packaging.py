@@ -107,7 +107,7 @@ def test_demo_without_its_packaged_config_is_one_line(tmp_path, monkeypatch, cap
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, tmp_path):
     from tempoflow.codecs import make_codec
     from tempoflow.data import digits
-    from tempoflow.evaluate_align import latent_figures
+    from tempoflow.evaluate.alignment import latent_figures
     from tempoflow.methods.align import AlignSpaces
 
     _block(monkeypatch, "diffusers")

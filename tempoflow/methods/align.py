@@ -145,7 +145,7 @@ class Align(Method):
 
     name = "align"
     captions = "required"
-    task = "text-to-video"
+    task = "alignment"  # text-to-video scores plus alignment scores and latent figures
 
     def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder):
         super().__init__()
@@ -321,9 +321,3 @@ class Align(Method):
             generated=self.shared_decoder(text_shared),
             reconstructed=self.shared_decoder(video_shared),
         )
-
-    def extra_evaluation(self, cfg: ExperimentConfig, out) -> tuple[dict, list]:
-        """Alignment scores and latent-space plots for ``tempoflow eval`` (``tempoflow.evaluate_align``)."""
-        from tempoflow.evaluate_align import evaluate_alignment  # evaluation sits above methods
-
-        return evaluate_alignment(self, cfg, out)

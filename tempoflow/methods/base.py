@@ -54,7 +54,10 @@ class Method(nn.Module):
     """
 
     name: str = "method"
-    task: str = "text-to-video"  # what evaluation does with it: "text-to-video" or "reconstruction"
+    # What evaluation does with it (tempoflow.evaluate.EVALUATIONS): "text-to-video", "alignment"
+    # (text-to-video plus alignment scores), "reconstruction" or "trajectory".
+    task: str = "text-to-video"
+    continuous_time: bool = False  # sample(captions, times=seconds): frames at any times (vlfm)
     # What training does with captions: "optional" (an empty one is the null condition), "required"
     # (every video needs one) or "unused".
     captions: str = "unused"

@@ -28,7 +28,7 @@ from torch import Tensor
 from tempoflow.config import ExperimentConfig
 from tempoflow.data import PHYSICS_KINDS, load_dataset
 from tempoflow.data.io import write_video
-from tempoflow.evaluate import tile, upscale, write_record
+from tempoflow.evaluate.record import write_record
 from tempoflow.methods.rollout import NextFrameMethod, context_length, frame_times, initial_frames, rollout
 from tempoflow.metrics.qoi import (
     crossing_time,
@@ -39,6 +39,7 @@ from tempoflow.metrics.qoi import (
     wasserstein_1d,
 )
 from tempoflow.report.html import VideoCell, read_log, svg_histograms, write_report
+from tempoflow.viewing import tile, upscale, viewable
 
 GIF_TRAJECTORIES = 4  # held-out simulations and samples shown in the report
 
@@ -127,11 +128,6 @@ def trajectory_scores(generated: Tensor, truth: Tensor, times: Tensor, kind: str
         scores["crossed_generated"] = float(tau_gen.isfinite().float().mean())
         scores["crossed_true"] = float(tau_true.isfinite().float().mean())
     return scores
-
-
-def viewable(videos: Tensor, lo: float, hi: float) -> Tensor:
-    """Fields ``(B, T, C, H, W)`` -> first channel mapped from ``[lo, hi]`` to [0, 1], for GIFs."""
-    return ((videos[:, :, :1] - lo) / max(hi - lo, 1e-12)).clamp(0.0, 1.0)
 
 
 @torch.no_grad()

@@ -1,8 +1,8 @@
 """Alignment scores and latent-space figures of an ``align`` run, for ``tempoflow eval`` (seed 002 §4.1,
 appendices C.1 and C.2; DESIGN §6, §7).
 
-``tempoflow.evaluate`` samples a few prompts and scores them like any text-to-video method; it then
-calls :func:`evaluate_alignment` through ``Align.extra_evaluation``, which adds, for the training
+``tempoflow.evaluate`` samples a few prompts and scores them like any text-to-video method; for a
+method whose task is "alignment" it then calls :func:`evaluate_alignment`, which adds, for the training
 captions and for the held-out combinations, over EVERY caption of the split:
 
 - ``b_psnr_db`` / ``b_ssim``: bucket metrics, one generated video per caption against the best

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tempoflow.config import load_config
 from tempoflow.evaluate import evaluate
+from tempoflow.train.checkpoint import holds_checkpoints
 from tempoflow.train.run import train
 
 
@@ -21,7 +22,7 @@ def run_demo(config: str | Path = "demo", overrides: list[str] = ()) -> dict:
     t0 = time.perf_counter()
     cfg = load_config(config, list(overrides))
     out = Path(cfg.out_dir)
-    resume = (out / "checkpoints" / "latest").exists()
+    resume = holds_checkpoints(out / "checkpoints")
     if resume:
         print(f"resuming the run in {out} (delete it to start over)")
     result = train(cfg, resume=resume)

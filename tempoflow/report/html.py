@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,8 +212,34 @@ def write_comparison(
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """Records of a run's ``log.jsonl`` (empty when the file is missing)."""
+    """Records of a run's ``log.jsonl`` (empty when the file is missing).
+
+    Lines that are no record — one cut short by a crash, bytes that are not JSON, a record without an
+    integer ``step`` or with a ``loss`` that is not a number — are skipped with one warning naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, unreadable = [], 0
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # ValueError: not JSON
+            record = None
+        if _is_record(record):
+            records.append(record)
+        else:
+            unreadable += 1
+    if unreadable:
+        warnings.warn(f"{path}: skipped {unreadable} unreadable line(s) (cut short when a run stopped, or damaged)")
+    return records
+
+
+def _is_record(record: object) -> bool:
+    """A log record: a dict with an integer ``step`` and, if it has one, a numeric ``loss``."""
+    if not isinstance(record, dict):
+        return False
+    step, loss = record.get("step"), record.get("loss", 0.0)
+    return isinstance(step, int) and not isinstance(step, bool) and isinstance(loss, (int, float))

@@ -4,12 +4,15 @@ Layout of ``<out_dir>/checkpoints/step_00001000/``::
 
     model.safetensors     trained weights of the method
     ema.safetensors       EMA weights (what sampling uses by default)
-    config.json           the full experiment config and method metadata
-    state/                optimizer, scheduler, RNG and step (accelerate ``save_state``); only for resume
+    config.json           the full experiment config and method metadata, with the SHA-256 of every other file
+    state/                optimizer, scheduler, RNG and step (``tempoflow.train.state``); only for resume
 
 A checkpoint is first written to a temporary sibling folder and renamed into place, and the
 ``latest`` pointer is replaced atomically after it, so a crash never leaves a half-written
-checkpoint that looks complete.
+checkpoint that looks complete. Reading one checks each file against its recorded SHA-256 (a
+damaged copy or a flipped bit is named, not loaded); checkpoints written before checksums were
+recorded load without that check. Every unusable file is reported as one ``CheckpointError`` that
+names it and says what to do.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import json
 import os
 import pickle
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import torch
 from safetensors import SafetensorError
@@ -34,31 +38,114 @@ EMA_WEIGHTS = "ema.safetensors"
 CONFIG = "config.json"
 STATE = "state"
 LATEST = "latest"
+CHECKSUMS = "sha256"  # key in config.json's meta: {path relative to the checkpoint: SHA-256 hex digest}
+# What torch.load(weights_only=True) raises on a truncated, empty or garbage file (found by fuzzing it):
+# a bad zip archive (RuntimeError), no data (EOFError), refused or malformed pickle opcodes (the others).
+TORCH_LOAD_ERRORS = (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, pickle.UnpicklingError)
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first line (its type's name when it has no message), for one-line errors."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def damaged(checkpoint: Path, file: Path, problem: str) -> CheckpointError:
+    """The one-line error for an unusable file of ``checkpoint``: which file, what is wrong, what to do."""
+    earlier = sorted(p for p in checkpoint.parent.glob("step_*") if p.is_dir() and p.name < checkpoint.name)
+    if earlier:
+        fallback = (f"or use the earlier checkpoint {earlier[-1]} (pass that folder, or write "
+                    f"'{earlier[-1].name}' into {checkpoint.parent / LATEST} to resume from it)")
+    else:
+        fallback = "or train the run again (it has no earlier checkpoint)"
+    return CheckpointError(f"{file} {problem}: restore it from a copy of the run, {fallback}")
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file of a checkpoint folder but its ``config.json`` (which records them)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / CONFIG)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
 
 
 @dataclass
 class Checkpoint:
-    """A checkpoint folder as read back: its config dict and where its files are."""
+    """A checkpoint folder as read back: its config dict, its metadata and where its files are."""
 
     path: Path
     config: dict
     meta: dict
+    verified: set[str] = field(default_factory=set, repr=False)  # files already checked: hashed once
 
     @property
     def step(self) -> int:
         return int(self.meta.get("step", 0))
 
+    @property
+    def checksums(self) -> dict[str, str]:
+        """Recorded SHA-256 per file (empty for checkpoints written before checksums were recorded)."""
+        return self.meta.get(CHECKSUMS, {})
+
+    def file(self, name: str) -> Path:
+        """``path / name``, checked to exist and to match its recorded SHA-256.
+
+        Raises:
+            CheckpointError: the file is missing or differs from the one written.
+        """
+        file = self.path / name
+        if not file.is_file():
+            raise damaged(self.path, file, "is missing")
+        expected = self.checksums.get(name)
+        if name not in self.verified and expected is not None and sha256_file(file) != expected:
+            raise damaged(self.path, file, "does not match the SHA-256 recorded in config.json "
+                                           "(damaged or changed since it was written)")
+        self.verified.add(name)
+        return file
+
+    def verify(self, prefix: str = "") -> None:
+        """Check every recorded file whose relative path starts with ``prefix`` (all by default).
+
+        Raises:
+            CheckpointError: a file is missing or differs from the one written.
+        """
+        for name in self.checksums:
+            if name.startswith(prefix):
+                self.file(name)
+
+    def tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors of one of the checkpoint's safetensors files, after ``file``'s checks.
+
+        Raises:
+            CheckpointError: missing, changed, or not a readable safetensors file.
+        """
+        file = self.file(name)
+        try:
+            return load_file(str(file))
+        except (SafetensorError, OSError) as err:
+            raise damaged(self.path, file, f"is not a readable safetensors file ({first_line(err)})") from err
+
     def weights(self, ema: bool = True) -> dict[str, torch.Tensor]:
-        name = EMA_WEIGHTS if ema and (self.path / EMA_WEIGHTS).exists() else WEIGHTS
-        return load_file(str(self.path / name))
+        """The EMA weights (or the trained ones). A checkpoint written without EMA weights gives the
+        trained ones, with a warning.
+
+        Raises:
+            CheckpointError: the weights file is missing, changed or unreadable.
+        """
+        if ema and EMA_WEIGHTS not in self.checksums and not (self.path / EMA_WEIGHTS).exists():
+            warnings.warn(f"{self.path} has no {EMA_WEIGHTS}: using its trained weights ({WEIGHTS})")
+            ema = False
+        return self.tensors(EMA_WEIGHTS if ema else WEIGHTS)
 
     def digest(self) -> str:
         """SHA-256 of the weights file, to name the exact model in metrics and reports."""
-        h = hashlib.sha256()
-        with open(self.path / WEIGHTS, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()[:16]
+        return sha256_file(self.path / WEIGHTS)[:16]
 
 
 # Sub-modules rebuilt from the config (a frozen codec loaded from its own run or a pretrained model):
@@ -86,7 +173,8 @@ def commit_checkpoint(
     root: Path, step: int, model: nn.Module, ema: dict[str, torch.Tensor] | None, config: dict, meta: dict
 ) -> Path:
     """Add weights and config to the staging folder, rename it to ``root/step_XXXXXXXX``, and
-    point ``root/latest`` at it. The resumable state (``state/``) is already in the staging folder.
+    point ``root/latest`` at it. The resumable state (``state/``) is already in the staging folder;
+    ``config.json`` records the SHA-256 of every file, the state's included.
     """
     tmp = staging_dir(root, step)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -95,7 +183,8 @@ def commit_checkpoint(
         save_file(_state_dict(model), str(tmp / WEIGHTS))
         if ema is not None:
             save_file(_state_dict(ema), str(tmp / EMA_WEIGHTS))
-        (tmp / CONFIG).write_text(json.dumps({"config": config, "meta": {**meta, "step": step}}, indent=2))
+        meta = {**meta, "step": step, CHECKSUMS: checksums(tmp)}
+        (tmp / CONFIG).write_text(json.dumps({"config": config, "meta": meta}, indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -108,27 +197,89 @@ def commit_checkpoint(
     return final
 
 
+def holds_checkpoints(root: Path) -> bool:
+    """Whether ``root`` is a ``checkpoints`` folder: a ``latest`` pointer or ``step_*`` folders."""
+    return (root / LATEST).exists() or any(p.is_dir() for p in root.glob("step_*"))
+
+
+def read_pointer(root: Path) -> Path:
+    """The checkpoint folder ``root/latest`` names.
+
+    Raises:
+        CheckpointError: ``latest`` is missing, unreadable or does not name a folder in ``root``.
+    """
+    pointer = root / LATEST
+    try:
+        name = pointer.read_bytes().decode("utf-8").strip()
+        problem = f"holds {name[:40]!r}, not the name of a checkpoint folder"
+    except UnicodeDecodeError:
+        name, problem = "", "holds binary data, not the name of a checkpoint folder"
+    except FileNotFoundError:
+        name, problem = "", "is missing"
+    except OSError as err:
+        raise CheckpointError(f"cannot read {pointer}: {first_line(err)}") from err
+    if name and PurePosixPath(name).name == name and name not in (".", "..") and (root / name).is_dir():
+        return root / name
+    found = sorted(p.name for p in root.glob("step_*") if (p / CONFIG).is_file())
+    fix = f"write a checkpoint folder's name into it (the newest is {found[-1]})" if found else \
+        f"no checkpoint folder is left in {root}"
+    raise CheckpointError(f"{pointer} {problem}: {fix}")
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a run folder, a ``checkpoints`` folder or a checkpoint folder."""
+    """A checkpoint folder from a run folder, a ``checkpoints`` folder or a checkpoint folder.
+
+    Raises:
+        CheckpointError: nothing there, a damaged ``latest`` pointer, or no checkpoint.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     for candidate in (path, path / "checkpoints"):
-        if (candidate / LATEST).is_file():
-            path = candidate / (candidate / LATEST).read_text().strip()
+        if holds_checkpoints(candidate):
+            path = read_pointer(candidate)
             break
-    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+    if not (path / CONFIG).is_file():
+        if (path / WEIGHTS).is_file():
+            raise damaged(path, path / CONFIG, "is missing")
         raise CheckpointError(f"not a tempoflow checkpoint (no {CONFIG} and {WEIGHTS}): {path}")
     return path
 
 
+def _meta_problem(data: object) -> str | None:
+    """What makes a parsed ``config.json`` unusable, or None."""
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return "has no 'config' section (not a tempoflow checkpoint's config.json?)"
+    meta = data.get("meta", {})
+    if not isinstance(meta, dict):
+        return "has a 'meta' section that is not a mapping"
+    if not isinstance(meta.get("step", 0), int) or not isinstance(meta.get("fps", 0.0), (int, float)):
+        return "has a 'step' or 'fps' that is not a number"
+    sums = meta.get(CHECKSUMS, {})
+    if not isinstance(sums, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and ".." not in PurePosixPath(k).parts
+        and not PurePosixPath(k).is_absolute() for k, v in sums.items()
+    ):
+        return f"has unreadable checksums ('{CHECKSUMS}')"
+    return None
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
+    """The config and metadata of a checkpoint (a run folder, its ``checkpoints`` folder or one checkpoint).
+
+    Raises:
+        CheckpointError: no checkpoint there, or its ``latest`` or ``config.json`` is unreadable.
+    """
     path = resolve_checkpoint(path)
+    file = path / CONFIG
     try:
-        data = json.loads((path / CONFIG).read_text())
-        return Checkpoint(path=path, config=data["config"], meta=data.get("meta", {}))
-    except (json.JSONDecodeError, KeyError) as err:
-        raise CheckpointError(f"corrupt {CONFIG} in checkpoint {path}") from err
+        data = json.loads(file.read_bytes())
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise damaged(path, file, f"is not readable JSON ({first_line(err)})") from err
+    problem = _meta_problem(data)
+    if problem is not None:
+        raise damaged(path, file, problem)
+    return Checkpoint(path=path, config=data["config"], meta=data.get("meta", {}))
 
 
 def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
@@ -148,9 +299,8 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
             data = load_file(str(path))
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"cannot read {what} weights {path}: {reason}") from err
+    except (*TORCH_LOAD_ERRORS, SafetensorError) as err:
+        raise CheckpointError(f"cannot read {what} weights {path}: {first_line(err)}") from err
     for key in ("state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

@@ -12,7 +12,14 @@ from tempoflow.data.latent_cache import load_latents
 from tempoflow.errors import CheckpointError, ConfigError, DataError
 from tempoflow.methods import Method, method_class
 from tempoflow.text import TextEncoder, make_text_encoder
-from tempoflow.train.checkpoint import Checkpoint, load_weights, read_checkpoint
+from tempoflow.train.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    Checkpoint,
+    holds_checkpoints,
+    load_weights,
+    read_checkpoint,
+)
 from tempoflow.train.trainer import Trainer, TrainResult
 
 
@@ -26,6 +33,77 @@ def data_dict(data: DataConfig) -> dict:
     d = to_dict(data)
     d.pop("latent_cache")
     return d
+
+
+# What a resumed run may change (dotted config keys; a trailing "." takes a whole section). Every other
+# setting decides what is trained — the method, the network's shapes, the data, the text encoder, the
+# objective, the optimizer (whose saved state would silently override a new lr, betas or weight decay)
+# and the seed — so a resumed run keeps it.
+RESUMABLE = (
+    "out_dir", "device",  # where the run lives (a moved folder keeps its old out_dir) and what it runs on
+    "train.steps",  # train longer (or stop sooner): the cosine schedule stretches to the new end
+    "train.log_every", "train.checkpoint_every", "train.cpu_threads", "train.compile",  # how, not what
+    "data.latent_cache", "data.physics.cache_dir", "text.cache",  # caches, checked against the data
+    "flow.codec_path", "vlfm.codec_path",  # where the codec's run is: its fingerprint is checked instead
+    "sample.", "eval.",  # how the trained model is sampled and evaluated
+)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_conflicts(saved: dict, new: dict) -> list[str]:
+    """Settings that differ between a run's saved config and the one it is resumed with, and may not.
+
+    Allowed to change (``RESUMABLE``): ``train.steps`` (to train longer), the logging, checkpoint,
+    thread and compile settings, ``device``, ``out_dir``, cache paths (``data.latent_cache``,
+    ``data.physics.cache_dir``, ``text.cache``), the codec run's path (its fingerprint is compared
+    instead) and the ``sample``/``eval`` sections. Everything else is a conflict: the method, any
+    network size or shape, the data, the text encoder, the method's objective, the optimizer and
+    schedule, the batch size, EMA decay, precision and seed.
+
+    Args:
+        saved: the checkpoint's config (``config.json``), completed with today's defaults.
+        new: the config the run is resumed with.
+
+    Returns:
+        One ``key: saved -> new`` entry per conflicting setting, in config order.
+    """
+    old, now = _flat(saved), _flat(new)
+    return [
+        f"{key} {old.get(key, '(unset)')!r} -> {now.get(key, '(unset)')!r}"
+        for key in dict.fromkeys([*old, *now])
+        if old.get(key) != now.get(key) and not any(
+            key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in RESUMABLE
+        )
+    ]
+
+
+def check_resumable(cfg: ExperimentConfig, ckpt: Checkpoint) -> None:
+    """Refuse to resume ``ckpt`` with a config that changes what is trained (``resume_conflicts``).
+
+    Raises:
+        CheckpointError: the checkpoint's config is unreadable.
+        ConfigError: the new config changes settings a resumed run must keep; all are named.
+    """
+    try:
+        saved = to_dict(from_dict(ExperimentConfig, ckpt.config))
+    except ConfigError as err:
+        raise CheckpointError(f"{ckpt.path / CONFIG} holds a config this tempoflow cannot read: {err}") from err
+    conflicts = resume_conflicts(saved, to_dict(cfg))
+    if conflicts:
+        raise ConfigError(
+            f"--resume: this config changes settings the run in {cfg.out_dir} was trained with: "
+            f"{'; '.join(conflicts)}. Resume with the run's own settings (its config.yaml, plus "
+            "train.steps=N to train longer) or train into another out_dir"
+        )
 
 
 def build_method(cfg: ExperimentConfig, text: TextEncoder | None = None) -> Method:
@@ -46,12 +124,26 @@ def train(
 
 def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None) -> Trainer:
     """The method, its training data and a ``Trainer`` writing to ``cfg.out_dir``, ready to ``fit``
-    (``resume`` only checks that the folder may be continued; ``fit(resume=True)`` loads the state)."""
+    (``resume`` only checks that the folder may be continued with this config, before any data is
+    loaded; ``fit(resume=True)`` loads the state).
+
+    Raises:
+        ConfigError: a run is there and ``resume`` is False; or ``resume`` with a config that changes
+            what the run trains (``resume_conflicts``) or a codec that now loads other weights.
+        CheckpointError: ``resume`` without a checkpoint, or with an unreadable ``latest``/``config.json``.
+    """
     out = Path(cfg.out_dir)
-    if not resume and (out / "checkpoints" / "latest").exists():
+    started = holds_checkpoints(out / "checkpoints")
+    if not resume and started:
         raise ConfigError(
             f"{out} already holds a run: pass --resume to continue it or choose another out_dir"
         )
+    saved = None
+    if resume:
+        if not started:
+            raise CheckpointError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        saved = read_checkpoint(out)
+        check_resumable(cfg, saved)
     method = build_method(cfg, text)
     if cfg.data.latent_cache:
         if getattr(method, "codec", None) is None:
@@ -68,6 +160,9 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
     if getattr(method, "codec", None) is not None:  # the codec is rebuilt at load time: pin which one
         meta["codec_fingerprint"] = method.codec.fingerprint()
+    if saved is not None and saved.meta.get("codec_fingerprint") != meta.get("codec_fingerprint"):
+        raise ConfigError(f"--resume: the run in {out} was trained in another latent space: its codec now "
+                          "loads different weights (was the codec's run retrained or replaced?)")
     return Trainer(method, tensors, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key)
 
 
@@ -97,8 +192,14 @@ def load_method(
     path: str | Path, device: str = "auto", ema: bool = True, text: TextEncoder | None = None,
     overrides: dict | None = None,
 ) -> tuple[Method, ExperimentConfig, Checkpoint]:
-    """Rebuild a trained method from a checkpoint (EMA weights by default), in eval mode."""
+    """Rebuild a trained method from a checkpoint (EMA weights by default), in eval mode.
+
+    Raises:
+        CheckpointError: no checkpoint; a file of it missing, damaged (checked against the SHA-256s
+            in its config.json) or unreadable; or weights that do not fit the config's model.
+    """
     ckpt = read_checkpoint(path)
+    ckpt.file(WEIGHTS)  # present and intact even when sampling the EMA: reports name the model by it
     try:
         cfg = from_dict(ExperimentConfig, ckpt.config)
     except ConfigError as err:

@@ -27,7 +27,25 @@ from tempoflow.config import TrainConfig
 from tempoflow.errors import CheckpointError, TrainingError
 from tempoflow.methods.base import Method
 from tempoflow.nets.discriminator import LatentDiscriminator, PatchDiscriminator
-from tempoflow.train.checkpoint import LATEST, STATE, commit_checkpoint, learned_state, staging_dir
+from tempoflow.report.html import read_log
+from tempoflow.train.checkpoint import (
+    EMA_WEIGHTS,
+    STATE,
+    WEIGHTS,
+    commit_checkpoint,
+    holds_checkpoints,
+    learned_state,
+    load_weights,
+    read_checkpoint,
+    staging_dir,
+)
+from tempoflow.train.state import (
+    TrainingState,
+    capture_rng,
+    read_training_state,
+    restore_training_state,
+    save_training_state,
+)
 from tempoflow.train.threads import thread_governor
 
 
@@ -62,6 +80,19 @@ class EMA(nn.Module):
         return {name: getattr(self, f"v{i}") for i, name in enumerate(self.names)}
 
     @torch.no_grad()
+    def load(self, weights: dict[str, Tensor], where: Path) -> None:
+        """Set the average to saved weights (under the module's names, as ``averaged`` gives them).
+
+        Raises:
+            CheckpointError: the names or shapes differ from the model's.
+        """
+        current = self.averaged()
+        if weights.keys() != current.keys() or any(weights[k].shape != v.shape for k, v in current.items()):
+            raise CheckpointError(f"EMA weights in {where} do not match the model")
+        for k, v in current.items():
+            v.copy_(weights[k])
+
+    @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         if getattr(self, "_owner", None) != id(module):  # pair the tensors once: both sides update in place
             current = learned_state(module)
@@ -76,23 +107,11 @@ class EMA(nn.Module):
 
 
 class TrainState:
-    """Step counter and the explicit generators, saved with accelerate's custom-object hook."""
+    """Step counter and the explicit generators (saved in the checkpoint's ``state/``)."""
 
     def __init__(self, batch_gen: torch.Generator, noise_gen: torch.Generator):
         self.step = 0
         self.batch_gen, self.noise_gen = batch_gen, noise_gen
-
-    def state_dict(self) -> dict:
-        return {
-            "step": torch.tensor(self.step),
-            "batch_gen": self.batch_gen.get_state(),
-            "noise_gen": self.noise_gen.get_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
-        self.batch_gen.set_state(state["batch_gen"])
-        self.noise_gen.set_state(state["noise_gen"])
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -175,7 +194,6 @@ class Trainer:
         self.state = TrainState(
             torch.Generator().manual_seed(seed), torch.Generator(device=dev).manual_seed(seed + 1)
         )
-        self.accelerator.register_for_checkpointing(self.ema, self.state)
         self.threads = thread_governor(cfg.cpu_threads, dev.type == "cpu")
         self.videos = videos.to(dev)
         self.key = key  # "video", or "latents" when training from a latent cache
@@ -202,7 +220,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp / STATE))
+        self.save_state(tmp / STATE)
         self.accelerator.wait_for_everyone()
         final = self.ckpt_dir / f"step_{step:08d}"
         if self.accelerator.is_main_process:
@@ -212,31 +230,47 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return final
 
+    def save_state(self, folder: Path) -> None:
+        """Optimizer, schedule, fp16 scaler, RNGs and step into ``folder`` (``tempoflow.train.state``)."""
+        scaler = self.accelerator.scaler
+        state = TrainingState(
+            step=self.state.step,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler is not None else None,
+            rng=capture_rng(self.state.batch_gen, self.state.noise_gen),
+        )
+        save_training_state(folder, state, self.accelerator.process_index, self.accelerator.num_processes)
+
     def resume(self) -> None:
-        pointer = self.ckpt_dir / LATEST
-        if not pointer.is_file():
+        """Continue from the latest checkpoint: weights, EMA, optimizer, schedule, RNGs and step.
+
+        Every file is checked against its recorded SHA-256 and read before anything is restored;
+        nothing is unpickled (``tempoflow.train.state``).
+
+        Raises:
+            CheckpointError: no checkpoint, or one of its files missing, damaged or not fitting this run.
+        """
+        if not holds_checkpoints(self.ckpt_dir):
             raise CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}")
-        path = self.ckpt_dir / pointer.read_text().strip()
-        if not (path / STATE).is_dir():
-            raise CheckpointError(f"--resume: checkpoint {path} has no training state")
-        self.accelerator.load_state(str(path / STATE))
+        ckpt = read_checkpoint(self.ckpt_dir)
+        ckpt.verify()
+        state = read_training_state(ckpt, self.accelerator.process_index, self.accelerator.scaler is not None)
+        load_weights(self.unwrapped, ckpt.tensors(WEIGHTS), ckpt.path / WEIGHTS)
+        self.ema.load(ckpt.tensors(EMA_WEIGHTS), ckpt.path / EMA_WEIGHTS)
+        restore_training_state(ckpt, state, self.optimizer, self.scheduler, self.accelerator.scaler,
+                               self.state.batch_gen, self.state.noise_gen)
+        self.state.step = state.step
 
     def truncate_log(self) -> None:
         """Drop ``log.jsonl`` records past the resumed step (and unreadable lines, e.g. one cut short by
-        a crash): those steps run again, and each step is logged once. Rewritten by rename."""
+        a crash, with a warning): those steps run again, and each step is logged once. Rewritten by rename."""
         path = self.out_dir / "log.jsonl"
         if not path.is_file():
             return
-        kept = []
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("step", 0) <= self.state.step:
-                kept.append(line)
+        kept = [record for record in read_log(path) if record["step"] <= self.state.step]
         tmp = path.with_name(".log.jsonl.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
         os.replace(tmp, path)
 
     def fit(

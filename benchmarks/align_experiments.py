@@ -22,15 +22,14 @@ from pathlib import Path
 
 import torch
 
-from tempoflow.codecs.video_wae import VideoWAECodec
 from tempoflow.config import ALIGN_OBJECTIVES, load_config
 from tempoflow.data import load_dataset
 from tempoflow.evaluate import evaluate
 from tempoflow.evaluate.alignment import oracle_accuracy
 from tempoflow.evaluate.record import hardware
 from tempoflow.metrics.video import nearest_in_bucket
+from tempoflow.runs import build_codec, train
 from tempoflow.train.checkpoint import read_checkpoint
-from tempoflow.train.run import train
 
 REFERENCE_BLACK = "reference_black"
 REFERENCE_WAE = "reference_wae"
@@ -106,7 +105,7 @@ def reference_rows(dataset: str, wae: Path, common: list[str]) -> dict[str, dict
     to the background reaches on these dark clips) and the frozen video space's reconstruction
     ``G(E_v(v))`` of the bucket's first video (what any alignment through it can reach at best)."""
     cfg = load_config(f"{dataset}_align", [*common, f"align.video_path={wae}"])
-    codec = VideoWAECodec(wae)
+    codec = build_codec("video_wae", str(wae))
     rows: dict[str, dict] = {REFERENCE_BLACK: {"metrics": {}}, REFERENCE_WAE: {"metrics": {}}}
     for split in ("train", "heldout"):
         data = load_dataset(cfg.data, split)

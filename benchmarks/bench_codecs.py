@@ -21,8 +21,9 @@ import time
 
 import torch
 
-from tempoflow.codecs import Codec, PixelCodec, make_codec
+from tempoflow.codecs import Codec, PixelCodec
 from tempoflow.evaluate.record import hardware
+from tempoflow.runs import build_codec
 
 SD_VAE = {  # the architecture of Stable Diffusion's KL-f8 VAE (its config.json), random weights
     "block_out_channels": (128, 256, 512, 512),
@@ -70,11 +71,11 @@ def build_codecs(args) -> dict[str, tuple[Codec, int]]:
 
     codecs: dict[str, tuple[Codec, int]] = {"pixel": (PixelCodec(), args.size)}
     if args.autoencoder:
-        codecs["autoencoder"] = (make_codec("autoencoder", args.autoencoder), 32)
+        codecs["autoencoder"] = (build_codec("autoencoder", args.autoencoder), 32)
     else:
         from tempoflow.codecs.autoencoder import AutoencoderCodec
         from tempoflow.config import load_config
-        from tempoflow.train.run import build_method
+        from tempoflow.runs import build_method
 
         ae = build_method(load_config("shapes_autoencoder", ["text.encoder=hashing"]))
         codecs["autoencoder (random)"] = (AutoencoderCodec(ae), 32)

@@ -19,7 +19,7 @@ from tempoflow.config import load_config
 from tempoflow.data import load_dataset
 from tempoflow.evaluate.record import hardware
 from tempoflow.nets.dit import count_parameters
-from tempoflow.train.run import build_method
+from tempoflow.runs import build_method
 
 
 def _sync(device: torch.device) -> None:

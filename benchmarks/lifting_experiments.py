@@ -40,8 +40,8 @@ from tempoflow.methods.lifting import StochasticLifting
 from tempoflow.methods.rollout import context_length, frame_times, initial_frames
 from tempoflow.metrics.qoi import mass, wasserstein_1d
 from tempoflow.report.html import read_log
+from tempoflow.runs import load_run, train
 from tempoflow.train.checkpoint import read_checkpoint
-from tempoflow.train.run import load_method, train
 from tempoflow.train.trainer import Trainer
 
 ARDM_STEPS = (2, 5, 10, 20, 40)  # Table 1
@@ -88,11 +88,11 @@ def train_and_load(cfg: ExperimentConfig, reuse: bool = False):
     With ``reuse``, a finished run of the same config in ``cfg.out_dir`` is loaded instead of retrained."""
     run = Path(cfg.out_dir)
     if reuse and finished(run, cfg):
-        method, _, _ = load_method(run, device=cfg.device)
+        method, _, _ = load_run(run, device=cfg.device)
         return method, read_log(run / "log.jsonl")[-1]["loss"]
     fresh_run(cfg)
     result = train(cfg)
-    method, _, _ = load_method(result.checkpoint, device=cfg.device)
+    method, _, _ = load_run(result.checkpoint, device=cfg.device)
     return method, result.last_loss
 
 
@@ -194,7 +194,7 @@ def direct_jump(args: argparse.Namespace, kind: str, main_run: dict) -> list[dic
         jump_loss = (
             Trainer(method, jump, None, cfg.train, run, to_dict(cfg), meta, cfg.device).fit().last_loss
         )
-    method, _, _ = load_method(run, device=cfg.device)
+    method, _, _ = load_run(run, device=cfg.device)
     direct = timed_rollout(method, initial_frames(cfg, args.eval), 1, args.seed)["frames"][:, -1]
     test_last, train_last = test.videos[:, -1], train_set.videos[:, -1]
     test_spread = nearest_distance(test_last, test_last, leave_one_out=True).median()

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from tempoflow.config import load_config
-from tempoflow.train.run import make_trainer
+from tempoflow.runs import make_trainer
 
 PARTS = ("batch", "forward", "backward", "clip", "optimizer", "ema")
 

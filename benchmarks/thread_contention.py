@@ -27,7 +27,7 @@ import sys, time, tempfile, json, os
 sys.path.insert(0, os.path.dirname(sys.argv[6]))
 from step_profile import profile
 from tempoflow.config import load_config
-from tempoflow.train.run import make_trainer
+from tempoflow.runs import make_trainer
 threads, steps, overrides, config, barrier = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
 cfg = load_config(config, [*overrides, "out_dir=" + tempfile.mkdtemp(), "device=cpu", f"train.cpu_threads={threads}"])
 tr = make_trainer(cfg)

@@ -41,8 +41,8 @@ from tempoflow.evaluate.record import hardware
 from tempoflow.evaluate.scores import oracle_scores
 from tempoflow.evaluate.text_to_video import default_prompts
 from tempoflow.metrics.video import nearest_in_bucket
+from tempoflow.runs import build_method, make_trainer
 from tempoflow.train.checkpoint import load_weights
-from tempoflow.train.run import build_method, make_trainer
 from tempoflow.viewing import tile, upscale
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"

@@ -19,20 +19,19 @@ import argparse
 
 import torch
 
-from tempoflow.codecs import make_codec
 from tempoflow.config import load_config
 from tempoflow.data import frame_rate, load_dataset
 from tempoflow.flows.legendre import projection_matrix
 from tempoflow.flows.video_path import trajectory
 from tempoflow.methods.conditioning import encode_captions
-from tempoflow.train.run import load_method
+from tempoflow.runs import build_codec, load_run
 
 
 @torch.no_grad()
 def change_head_r2(run: str, videos: int, seed: int = 0) -> list[float]:
     """R² of a data-prediction run's change head against ``μ̄'/fps`` (its own path's, held or not) at
     t = k/fps and (k + ½)/fps, k = 1..N−1, over the first ``videos`` training videos."""
-    method, cfg, _ = load_method(run, device="cpu")
+    method, cfg, _ = load_run(run, device="cpu")
     if cfg.vlfm.prediction != "data" or cfg.vlfm.objective != "flow":
         raise SystemExit(f"{run}: not a data-prediction flow run")
     data = load_dataset(cfg.data, "train")
@@ -64,7 +63,7 @@ def main() -> None:
     v, fps = cfg.vlfm, frame_rate(cfg.data)
     data = load_dataset(cfg.data, "train")
     with torch.no_grad():
-        latents = make_codec(v.codec, v.codec_path).encode(data.videos[: args.videos]).flatten(2)  # (B, N, d)
+        latents = build_codec(v.codec, v.codec_path).encode(data.videos[: args.videos]).flatten(2)  # (B, N, d)
     N = latents.shape[1]
     T = N / fps
     H = latents.mT @ projection_matrix(N, v.order, v.projection).float()  # (B, d, s)

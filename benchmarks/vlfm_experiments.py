@@ -26,7 +26,7 @@ from tempoflow.data import load_dataset
 from tempoflow.evaluate.continuous_time import continuous_time_scores, time_grid
 from tempoflow.evaluate.record import hardware
 from tempoflow.metrics.oracle import caption_accuracy
-from tempoflow.train.run import load_method, train
+from tempoflow.runs import load_run, train
 
 VARIANTS: dict[str, list[str]] = {
     "base": [],  # the config as written
@@ -63,7 +63,7 @@ def run_variant(name: str, args) -> dict:
     if not (out / "checkpoints" / "latest").exists():
         train(cfg)
     train_s = time.perf_counter() - t0
-    method, cfg, _ = load_method(out, device=args.device, overrides=sampling)
+    method, cfg, _ = load_run(out, device=args.device, overrides=sampling)
     data = load_dataset(cfg.data, "train")
     captions = data.unique_captions[:: max(1, len(data.unique_captions) // args.prompts)][: args.prompts]
     fps = method.fps

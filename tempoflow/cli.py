@@ -65,7 +65,7 @@ def cmd_data(args: argparse.Namespace) -> int:
                          "fps": data.fps, "height": H, "width": W, "split": split})
         write_grid(out / f"preview_{split}.png", data.videos[: min(8, len(data))])
     if cfg.text.cache:  # precompute caption embeddings once, for machines without the text model
-        from tempoflow.train.run import text_encoder
+        from tempoflow.runs import text_encoder
 
         text_encoder(cfg).encode(sorted({r["text"] for r in rows}))
         print(f"caption embeddings cached in {cfg.text.cache}")
@@ -81,7 +81,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.data import load_dataset
     from tempoflow.data.latent_cache import encode_dataset
-    from tempoflow.train.run import build_method, data_dict, pick_device, text_encoder
+    from tempoflow.runs import build_method, data_dict, pick_device, text_encoder
 
     cfg = load_config(args.config, args.overrides)
     method = build_method(cfg)
@@ -100,7 +100,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
-    from tempoflow.train.run import train
+    from tempoflow.runs import train
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, until=args.until)
@@ -113,10 +113,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from tempoflow.data.io import write_video
-    from tempoflow.train.run import load_method
+    from tempoflow.runs import load_run
     from tempoflow.viewing import tile, upscale
 
-    method, _, ckpt = load_method(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
+    method, _, ckpt = load_run(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     # A bar per network evaluation (or frame), on stderr, only where someone watches it.

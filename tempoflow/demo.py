@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tempoflow.config import load_config
 from tempoflow.evaluate import evaluate
+from tempoflow.runs import train
 from tempoflow.train.checkpoint import holds_checkpoints
-from tempoflow.train.run import train
 
 
 def run_demo(config: str | Path = "demo", overrides: list[str] = ()) -> dict:

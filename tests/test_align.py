@@ -20,10 +20,10 @@ from tempoflow.cli import main
 from tempoflow.config import ALIGN_OBJECTIVES, load_config
 from tempoflow.errors import ConfigError
 from tempoflow.evaluate.alignment import retrieval_recall
-from tempoflow.methods.align import MappingMLP, bucket_ids_of, dataset_captions
+from tempoflow.methods.align import MappingMLP, bucket_ids_of
 from tempoflow.methods.contrastive import bucket_loss
+from tempoflow.runs import build_method, caption_vocabulary, train
 from tempoflow.text.augment import vocabulary_of
-from tempoflow.train.run import build_method, train
 
 from .conftest import TINY
 from .conftest import TINY_VIDEO_WAE as VW
@@ -103,7 +103,7 @@ def test_noise_words_only_in_training_and_outside_the_vocabulary(wae_run):
     augmented captions stay out of the text encoder's cache."""
     method = _align(wae_run, "align.noise_p=1.0")
     cfg = load_config(None, TINY)
-    assert not set(method.noise.words) & vocabulary_of(dataset_captions(cfg))
+    assert not set(method.noise.words) & vocabulary_of(caption_vocabulary(cfg.data))
     calls = []
 
     class Spy:

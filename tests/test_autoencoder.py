@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from tempoflow.cli import main
-from tempoflow.codecs import make_codec
 from tempoflow.config import load_config
 from tempoflow.errors import CheckpointError, ConfigError, DataError
-from tempoflow.train.run import build_method, train
+from tempoflow.runs import build_codec, build_method, train
 
 from .conftest import TINY, overfit_l1
 
@@ -52,7 +51,7 @@ def test_autoencoder_learns_and_tracks_latent_std():
 
 
 def test_codec_round_trip_chunking_and_scaling(ae_run):
-    codec = make_codec("autoencoder", str(ae_run))
+    codec = build_codec("autoencoder", str(ae_run))
     video = torch.rand(2, 4, 3, 16, 16)
     z = codec.encode(video)
     assert z.shape == (2, 4, 2, 8, 8)
@@ -66,23 +65,23 @@ def test_codec_round_trip_chunking_and_scaling(ae_run):
 
 def test_codec_refuses_bad_sources(tmp_path, ae_run):
     with pytest.raises(ConfigError, match="needs flow.codec_path"):
-        make_codec("autoencoder", "")
+        build_codec("autoencoder", "", "flow.codec_path")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        make_codec("autoencoder", str(tmp_path / "nowhere"))
+        build_codec("autoencoder", str(tmp_path / "nowhere"))
     flow_run = tmp_path / "flow"
     train(load_config(None, [*TINY, f"out_dir={flow_run}", "train.steps=1"]))
-    with pytest.raises(ConfigError, match="not an autoencoder"):
-        make_codec("autoencoder", str(flow_run))
+    with pytest.raises(ConfigError, match="flow.codec_path .* is a 'flow' run, not an autoencoder"):
+        build_codec("autoencoder", str(flow_run), "flow.codec_path")
 
 
 def test_flow_in_autoencoder_latent_space_end_to_end(tmp_path, ae_run):
     run = tmp_path / "flow"
     latent = [*TINY, f"out_dir={run}", "flow.codec=autoencoder", f"flow.codec_path={ae_run}", "model.patch_hw=2"]
-    before = {k: v.clone() for k, v in make_codec("autoencoder", str(ae_run)).state_dict().items()}
+    before = {k: v.clone() for k, v in build_codec("autoencoder", str(ae_run)).state_dict().items()}
     assert main(["train", "demo", *latent]) == 0
-    from tempoflow.train.run import load_method
+    from tempoflow.runs import load_run
 
-    method, _, _ = load_method(run, device="cpu")
+    method, _, _ = load_run(run, device="cpu")
     after = method.codec.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the codec stayed frozen
     out = method.sample(["a red circle moves left"], generator=torch.Generator().manual_seed(0), steps=2)
@@ -110,10 +109,10 @@ def test_latent_cache_reuse_and_refusal(tmp_path, ae_run):
 
     from tempoflow.data import load_dataset
     from tempoflow.data.latent_cache import load_latents
-    from tempoflow.train.run import data_dict
+    from tempoflow.runs import data_dict
 
     cfg = load_config("demo", latent)
-    codec = make_codec("autoencoder", str(ae_run))
+    codec = build_codec("autoencoder", str(ae_run))
     cached = load_latents(cache, codec, data_dict(cfg.data), "test")
     test = load_dataset(cfg.data, "test")
     assert cached.captions == test.captions
@@ -124,7 +123,7 @@ def test_latent_cache_reuse_and_refusal(tmp_path, ae_run):
     assert (run / "checkpoints" / "latest").exists()
 
     with pytest.raises(ConfigError, match="made by codec 'autoencoder'.*uses 'pixel'"):
-        load_latents(cache, make_codec("pixel"), data_dict(cfg.data), "train")
+        load_latents(cache, build_codec("pixel"), data_dict(cfg.data), "train")
     with pytest.raises(ConfigError, match="other data settings"):
         other = load_config("demo", [*latent, "data.shapes.seed=7"])
         load_latents(cache, codec, data_dict(other.data), "train")
@@ -143,7 +142,7 @@ def test_checkpoints_leave_out_the_codec_and_pin_its_fingerprint(tmp_path, ae_ru
     """The codec is rebuilt from its own run: not saved, not averaged, and a changed codec is refused."""
     from safetensors.torch import load_file
 
-    from tempoflow.train.run import load_method
+    from tempoflow.runs import load_run
 
     run = tmp_path / "flow"
     latent = [*TINY, f"out_dir={run}", "flow.codec=autoencoder", f"flow.codec_path={ae_run}", "model.patch_hw=2"]
@@ -152,14 +151,14 @@ def test_checkpoints_leave_out_the_codec_and_pin_its_fingerprint(tmp_path, ae_ru
     for name in ("model.safetensors", "ema.safetensors"):
         keys = load_file(str(latest / name)).keys()
         assert keys and not any(k.startswith("codec.") for k in keys)
-    load_method(run, device="cpu")  # loads: the codec run is unchanged
+    load_run(run, device="cpu")  # loads: the codec run is unchanged
     # retrain the codec in place: the flow checkpoint now points at another latent space
     import shutil
 
     shutil.rmtree(ae_run)
     train(load_config(None, [*TINY, *AE, f"out_dir={ae_run}", "train.seed=5"]))
     with pytest.raises(CheckpointError, match="another latent space"):
-        load_method(run, device="cpu")
+        load_run(run, device="cpu")
 
 
 def test_autoencoder_on_physics_fields_is_not_clamped(tmp_path):

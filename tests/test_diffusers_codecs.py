@@ -15,10 +15,10 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 
-from tempoflow.codecs import make_codec
 from tempoflow.codecs.ddim_inversion import DDIMInversionCodec, DiffusionParts, ddim_step
 from tempoflow.codecs.diffusers_vae import DiffusersVAECodec
 from tempoflow.errors import ConfigError
+from tempoflow.runs import build_codec
 
 EMBED_DIM = 8  # the tiny UNet's cross-attention width
 # Stable Diffusion 1.5's schedule; clip_sample off because clipping x̂_0 breaks invertibility.
@@ -169,7 +169,7 @@ def test_vae_codec_loads_from_disk_and_fails_clearly(tmp_path, monkeypatch):
     vae.save_pretrained(tmp_path / "pipe" / "vae")  # a whole pipeline's layout
     expected = DiffusersVAECodec(vae).encode(x)
     for source in (tmp_path / "bare", tmp_path / "pipe"):
-        codec = make_codec("diffusers_vae", str(source))
+        codec = build_codec("diffusers_vae", str(source))
         assert isinstance(codec, DiffusersVAECodec)
         torch.testing.assert_close(codec.encode(x), expected)
         assert codec.fingerprint() == DiffusersVAECodec(vae).fingerprint()
@@ -182,13 +182,13 @@ def test_vae_codec_loads_from_disk_and_fails_clearly(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="nobody/no-such-vae.*HF_HUB_OFFLINE"):
         DiffusersVAECodec("nobody/no-such-vae")
     with pytest.raises(ConfigError, match="flow.codec_path"):
-        make_codec("diffusers_vae", "")
+        build_codec("diffusers_vae", "")
 
 
-def test_make_codec_lists_every_name():
-    assert type(make_codec("pixel")).__name__ == "PixelCodec"  # the existing names still work
+def test_build_codec_lists_every_name():
+    assert type(build_codec("pixel")).__name__ == "PixelCodec"  # the existing names still work
     with pytest.raises(ConfigError, match="pixel, autoencoder, video_wae, diffusers_vae, ddim_inversion"):
-        make_codec("nope")
+        build_codec("nope")
 
 
 # --------------------------------------------------------------------------- DDIM inversion codec
@@ -327,8 +327,8 @@ def test_ddim_codec_loads_a_pipeline_folder(tmp_path):
             assert loaded.prompt_embeds.shape == (1, 8, EMBED_DIM)
             built = DDIMInversionCodec(parts, steps=3, prompt_embeds=loaded.prompt_embeds)
             torch.testing.assert_close(loaded.encode(x), built.encode(x))
-        else:  # make_codec's default is 50 steps: equal fingerprints (weights, schedule) mean equal latents
-            loaded = make_codec("ddim_inversion", str(folder))
+        else:  # build_codec's default is 50 steps: equal fingerprints (weights, schedule) mean equal latents
+            loaded = build_codec("ddim_inversion", str(folder))
             assert isinstance(loaded, DDIMInversionCodec) and len(loaded.timesteps) == 50
             assert loaded.fingerprint() == DDIMInversionCodec(parts, steps=50).fingerprint()
 
@@ -347,4 +347,4 @@ def test_ddim_codec_fails_clearly():
     with pytest.raises(ValueError, match="needs negative_prompt_embeds"):
         DDIMInversionCodec(cond, prompt_embeds=embedding(0), guidance_scale=2.0)
     with pytest.raises(ConfigError, match="path not found: ./no/such/pipeline"):
-        make_codec("ddim_inversion", "./no/such/pipeline")
+        build_codec("ddim_inversion", "./no/such/pipeline")

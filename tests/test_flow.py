@@ -12,7 +12,7 @@ from tempoflow.methods.conditioning import encode_captions
 from tempoflow.nets.dit import DiT
 from tempoflow.nets.unet import UNetConfig
 from tempoflow.nets.video_unet import StackedFramesUNet
-from tempoflow.train.run import build_method
+from tempoflow.runs import build_method
 
 CAPTIONS = ["a red circle moves left", "a blue square moves up"]
 TINY_UNET = ["flow.backbone=unet", "flow.unet.base_width=8", "flow.unet.groups=4", "flow.unet.cond_dim=16"]

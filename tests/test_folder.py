@@ -98,7 +98,7 @@ def test_train_and_eval_a_flow_on_your_folder(tmp_path, videos):
 def test_uncaptioned_videos_train_on_the_null_condition(tiny_cfg):
     """Field case 06: an empty caption is the null condition. Reference: the same batch with every
     caption dropped by caption_dropout≈1 (the same noise draws; both seeded draws fall below it) gives the same loss."""
-    from tempoflow.train.run import build_method
+    from tempoflow.runs import build_method
 
     for method_name in ("flow", "vlfm"):
         video = torch.rand(2, 4, 3, 16, 16)
@@ -114,7 +114,7 @@ def test_uncaptioned_videos_train_on_the_null_condition(tiny_cfg):
 
 def test_a_method_that_needs_captions_names_the_uncaptioned_files(tmp_path):
     from tempoflow.errors import DataError
-    from tempoflow.train.run import _require_captions
+    from tempoflow.runs import _require_captions
 
     paths = [tmp_path / f"v{i}.mp4" for i in range(5)]
     with pytest.raises(DataError, match=r"none for .*v1\.mp4, .*v2\.mp4, .*v3\.mp4 and 1 more"):

@@ -256,7 +256,7 @@ def test_ill_conditioned_orders_are_refused_and_accepted_ones_fit_in_float32():
     from tempoflow.errors import ConfigError
     from tempoflow.flows.legendre import MAX_CONDITION, design_condition
     from tempoflow.flows.video_path import trajectory
-    from tempoflow.train.run import build_method
+    from tempoflow.runs import build_method
 
     N, fps = 32, 8.0
     base = ["method=vlfm", "text.encoder=hashing", "text.dim=16", "data.shapes.resolution=8",

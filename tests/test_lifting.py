@@ -20,7 +20,7 @@ from tempoflow.data.physics import simulate
 from tempoflow.errors import ConfigError
 from tempoflow.methods.lifting import pair_labels
 from tempoflow.methods.rollout import Step, pad_window, rollout, training_pairs
-from tempoflow.train.run import build_method, train
+from tempoflow.runs import build_method, train
 
 # Tiny physics runs: 12 trajectories (9 train, 3 test) of 8x8 with 6 stored times + the initial state.
 TINY_PHYSICS = [

@@ -105,15 +105,15 @@ def test_demo_without_its_packaged_config_is_one_line(tmp_path, monkeypatch, cap
 
 
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, tmp_path):
-    from tempoflow.codecs import make_codec
     from tempoflow.data import digits
     from tempoflow.evaluate.alignment import latent_figures
     from tempoflow.methods.align import AlignSpaces
+    from tempoflow.runs import build_codec
 
     _block(monkeypatch, "diffusers")
     one_line = r"codec diffusers_vae needs diffusers: pip install 'tempoflow\[diffusers\]'"
     with pytest.raises(MissingExtraError, match=one_line):
-        make_codec("diffusers_vae", str(tmp_path))
+        build_codec("diffusers_vae", str(tmp_path))
     assert main(["train", "demo", *TINY, "flow.codec=ddim_inversion", f"flow.codec_path={tmp_path}",
                  f"out_dir={tmp_path / 'run'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

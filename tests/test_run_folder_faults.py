@@ -21,9 +21,9 @@ from tempoflow.cli import main
 from tempoflow.config import load_config, save_config, to_dict
 from tempoflow.errors import CheckpointError, ConfigError
 from tempoflow.report.html import read_log
+from tempoflow.runs import load_run, resume_conflicts, train
 from tempoflow.train import trainer as trainer_module
 from tempoflow.train.checkpoint import CHECKSUMS
-from tempoflow.train.run import load_method, resume_conflicts, train
 from tests.conftest import TINY
 
 RUN = ("train.steps=2", "train.checkpoint_every=1", "train.log_every=1")
@@ -79,7 +79,7 @@ def _resume(run: Path, *overrides: str):
 
 
 def _load(run: Path):
-    return load_method(run, device="cpu")
+    return load_run(run, device="cpu")
 
 
 def _strip_checksums(run: Path) -> None:

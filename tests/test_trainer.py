@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from tempoflow.errors import CheckpointError, ConfigError, TrainingError
+from tempoflow.runs import build_method, load_run, make_trainer, train
 from tempoflow.train.checkpoint import read_checkpoint, resolve_checkpoint
-from tempoflow.train.run import build_method, load_method, make_trainer, train
 from tempoflow.train.trainer import EMA, Trainer, lr_lambda
 
 
@@ -75,7 +75,7 @@ def test_checkpoints_are_complete_and_pointer_is_atomic(tiny_cfg):
     assert ckpt.step == 4 and ckpt.config["method"] == "flow"
     log = [json.loads(line) for line in (root.parent / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4] and all(r["loss"] > 0 for r in log)
-    method, cfg, _ = load_method(root.parent, device="cpu")
+    method, cfg, _ = load_run(root.parent, device="cpu")
     assert cfg.train.steps == 4 and not method.training
 
 

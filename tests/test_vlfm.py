@@ -13,7 +13,7 @@ from tempoflow.config import load_config
 from tempoflow.errors import ConfigError
 from tempoflow.flows.legendre import legs_projection
 from tempoflow.flows.video_path import trajectory
-from tempoflow.train.run import build_method
+from tempoflow.runs import build_method
 
 from .conftest import TINY
 

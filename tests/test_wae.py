@@ -28,7 +28,7 @@ from tempoflow.nets.discriminator import (
     latent_divergence,
 )
 from tempoflow.nets.video_autoencoder import VGG_LAYOUTS, load_vgg_features, temporal_strides
-from tempoflow.train.run import build_method, train
+from tempoflow.runs import build_codec, build_method, train
 
 from .conftest import TINY, overfit_l1
 from .conftest import TINY_VIDEO_WAE as VW
@@ -239,9 +239,7 @@ def test_video_wae_eval_and_codec(tmp_path, wae_run):
     record = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert record["metrics"]["test"]["psnr_db"] > 0 and record["latent_shape"] == [16]
 
-    from tempoflow.codecs.video_wae import VideoWAECodec
-
-    codec = VideoWAECodec(wae_run)
+    codec = build_codec("video_wae", str(wae_run))
     video = torch.rand(3, 4, 3, 16, 16)
     z = codec.encode(video)
     assert z.shape == (3, 1, 16) and codec.decode(z).shape == video.shape
@@ -258,7 +256,7 @@ def test_video_wae_eval_and_codec(tmp_path, wae_run):
     ae_run = tmp_path / "ae"
     train(load_config(None, [*TINY, *AE, f"out_dir={ae_run}", "train.steps=1"]))
     with pytest.raises(ConfigError, match="not a video_wae"):
-        VideoWAECodec(ae_run)
+        build_codec("video_wae", str(ae_run))
 
 
 def _vgg_oracle(weights: dict[str, torch.Tensor], layout: tuple, x: torch.Tensor) -> list[torch.Tensor]:

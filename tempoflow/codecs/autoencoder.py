@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
 from tempoflow.codecs.pixel import Codec
-from tempoflow.errors import ConfigError
 
 
 class AutoencoderCodec(Codec):
@@ -21,20 +18,11 @@ class AutoencoderCodec(Codec):
 
     name = "autoencoder"
 
-    def __init__(self, path: str | Path | torch.nn.Module, chunk: int = 256):
-        """``path``: a trained ``autoencoder`` run or checkpoint folder, or a built ``FrameAutoencoder``."""
+    def __init__(self, ae: torch.nn.Module, source: str = "", chunk: int = 256):
+        """``ae``: a trained ``FrameAutoencoder`` (``tempoflow.runs.build_codec`` loads one from its run);
+        ``source``: where it came from, for messages."""
         super().__init__()
-        from tempoflow.train.run import load_method  # runs import methods, which import codecs
-
-        if isinstance(path, torch.nn.Module):
-            ae, self.source = path, f"<{type(path).__name__} instance>"
-        else:
-            if not path:
-                raise ConfigError("flow.codec=autoencoder needs flow.codec_path (a trained autoencoder run)")
-            ae, cfg, ckpt = load_method(path, device="cpu")
-            if cfg.method != "autoencoder":
-                raise ConfigError(f"flow.codec_path {path} is a '{cfg.method}' run, not an autoencoder")
-            self.source = str(ckpt.path)
+        self.source = source or f"<{type(ae).__name__} instance>"
         self.ae = ae.requires_grad_(False).eval()
         self.chunk = chunk
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
 from tempoflow.codecs.pixel import Codec
-from tempoflow.errors import ConfigError
 
 
 class VideoWAECodec(Codec):
@@ -27,20 +24,15 @@ class VideoWAECodec(Codec):
 
     name = "video_wae"
 
-    def __init__(self, path: str | Path, chunk: int = 64):
+    def __init__(self, wae: torch.nn.Module, source: str = "", chunk: int = 64):
+        """``wae``: a trained ``VideoWAE`` (``tempoflow.runs.build_codec`` loads one from its run);
+        ``source``: where it came from, for messages."""
         super().__init__()
-        from tempoflow.train.run import load_method  # runs import methods, which import codecs
-
-        if not path:
-            raise ConfigError("codec video_wae needs the path of a trained video_wae run (codec_path)")
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
-        wae, cfg, ckpt = load_method(path, device="cpu")
-        if cfg.method != "video_wae":
-            raise ConfigError(f"codec path {path} is a '{cfg.method}' run, not a video_wae")
         self.wae = wae.requires_grad_(False).eval()
         self.chunk = chunk
-        self.source = str(ckpt.path)
+        self.source = source or f"<{type(wae).__name__} instance>"
         self.clip_frames = wae.video_shape[0]
 
     @property

@@ -14,7 +14,7 @@ from tempoflow.evaluate.record import flatten
 from tempoflow.evaluate.text_to_video import evaluate_text_to_video
 from tempoflow.evaluate.trajectories import evaluate_trajectories
 from tempoflow.report.html import VideoCell, read_log, write_comparison
-from tempoflow.train.run import load_method
+from tempoflow.runs import load_run
 
 # Method.task -> its evaluation: (method, cfg, checkpoint, out folder, start time) -> record
 EVALUATIONS = {
@@ -36,7 +36,7 @@ def evaluate(
             with no evaluation.
     """
     t_start = time.perf_counter()
-    method, cfg, ckpt = load_method(checkpoint, device=device, overrides=overrides)
+    method, cfg, ckpt = load_run(checkpoint, device=device, overrides=overrides)
     if method.task not in EVALUATIONS:
         raise ConfigError(f"method '{method.name}' declares task '{method.task}', which has no evaluation "
                           f"(known: {', '.join(EVALUATIONS)})")

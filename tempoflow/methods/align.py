@@ -51,7 +51,7 @@ from tempoflow.nets.discriminator import LatentDiscriminator, adversarial_terms
 from tempoflow.text import TextEncoder
 from tempoflow.text.augment import NoiseWords
 
-__all__ = ["Align", "AlignSpaces", "MappingMLP", "bucket_ids_of", "dataset_captions", "projection_head"]
+__all__ = ["Align", "AlignSpaces", "MappingMLP", "bucket_ids_of", "projection_head"]
 
 MLP_LAYERS = 4  # appendix C.3.3: four linear layers
 DROPOUT_AFTER = (2, 3)  # ...with dropout after the second and third (1-based)
@@ -88,21 +88,6 @@ class MappingMLP(nn.Module):
 def projection_head(d_in: int, d_out: int) -> nn.Module:
     """ImageBind's modality head (Girdhar et al. 2023): LayerNorm, then a linear map without bias."""
     return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d_out, bias=False))
-
-
-def dataset_captions(cfg: ExperimentConfig) -> list[str]:
-    """Every caption of the configured captioned data set, all splits (the noise words avoid them all)."""
-    if cfg.data.name == "shapes":
-        from tempoflow.data.shapes import all_captions
-
-        return all_captions(cfg.data.shapes)
-    if cfg.data.name == "digits":
-        from tempoflow.data.digits import all_captions
-
-        return all_captions(cfg.data.digits)
-    raise ConfigError(
-        f"method align needs captioned data (data.name shapes or digits), got '{cfg.data.name}'"
-    )
 
 
 def numpy_rng(generator: torch.Generator | None) -> np.random.Generator:
@@ -147,14 +132,15 @@ class Align(Method):
     captions = "required"
     task = "alignment"  # text-to-video scores plus alignment scores and latent figures
 
-    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder):
+    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder,
+                 codec: VideoWAECodec, vocabulary: list[str]):
+        """``codec``: the frozen video WAE (``E_v``, ``G``) of ``align.video_path``; ``vocabulary``: every
+        caption of the data set, all splits (the noise words avoid them all)."""
         super().__init__()
         self.cfg = a = cfg.align
         self.text = text
-        captions = dataset_captions(cfg)  # also refuses data without captions
-        if not a.video_path:
-            raise ConfigError("align.video_path must name a trained video_wae run (the video space)")
-        self.codec = VideoWAECodec(a.video_path)  # frozen E_v, G
+        captions = vocabulary
+        self.codec = codec
         if tuple(self.codec.wae.video_shape) != tuple(video_shape):
             raise ConfigError(
                 f"align.video_path {a.video_path} encodes clips {tuple(self.codec.wae.video_shape)} "

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tempoflow.codecs import make_codec
+from tempoflow.codecs import Codec
 from tempoflow.config import ExperimentConfig
 from tempoflow.errors import ConfigError
 from tempoflow.flows.guidance import guided, warn_if_unconditional_untrained
@@ -41,11 +41,12 @@ class FlowMatching(Method):
     name = "flow"
     captions = "optional"
 
-    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder):
+    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder,
+                 codec: Codec):
         super().__init__()
         self.cfg = cfg
         self.text = text
-        self.codec = make_codec(cfg.flow.codec, cfg.flow.codec_path)
+        self.codec = codec
         self.num_frames, channels, height, width = video_shape
         self.latent_shape = self.codec.latent_shape(channels, height, width)
         self.path = make_path(cfg.flow.path, cfg.flow.sigma_min)

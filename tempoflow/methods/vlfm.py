@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tempoflow.codecs import make_codec
+from tempoflow.codecs import Codec
 from tempoflow.config import ExperimentConfig
 from tempoflow.data import frame_rate
 from tempoflow.errors import ConfigError
@@ -47,6 +47,7 @@ class VideoLatentFlow(Method):
         cfg: the experiment config (``vlfm``, ``model``, ``sample`` sections are used).
         video_shape: ``(N, C, H, W)`` of the training videos.
         text: a frozen caption encoder.
+        codec: the latent space (``vlfm.codec``), built by ``tempoflow.runs.build_codec``.
 
     The frame rate comes from the data config: frame k (1-based) is at t = k / fps seconds.
     """
@@ -55,11 +56,12 @@ class VideoLatentFlow(Method):
     captions = "optional"
     continuous_time = True  # sample(..., times=...) at any seconds: evaluation scores in-between/extrapolated frames
 
-    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder):
+    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder,
+                 codec: Codec):
         super().__init__()
         self.cfg, v = cfg, cfg.vlfm
         self.text = text
-        self.codec = make_codec(v.codec, v.codec_path)
+        self.codec = codec
         self.num_frames, channels, height, width = video_shape
         if v.order > self.num_frames:
             raise ConfigError(f"vlfm.order={v.order} needs at least as many frames per video, got {self.num_frames}")

@@ -1,4 +1,9 @@
-"""Build a method from a config, train it, and load it back from a checkpoint."""
+"""The composition root: the one place that turns names in a config into objects and reads run folders.
+
+``build_codec`` (a codec by name; a trained codec's run loaded), ``build_method`` (the method with its
+text encoder, codec and data-derived parts handed in), ``make_trainer``/``train`` and ``load_run`` (a
+trained method back from a run or checkpoint folder). Everything below it takes built parts.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from pathlib import Path
 
 import torch
 
+from tempoflow.codecs import CODECS, Codec, PixelCodec
+from tempoflow.codecs.autoencoder import AutoencoderCodec
+from tempoflow.codecs.video_wae import VideoWAECodec
 from tempoflow.config import DataConfig, ExperimentConfig, from_dict, save_config, to_dict
 from tempoflow.data import load_dataset, video_shape
 from tempoflow.data.latent_cache import load_latents
@@ -106,13 +114,77 @@ def check_resumable(cfg: ExperimentConfig, ckpt: Checkpoint) -> None:
         )
 
 
+def build_codec(name: str, path: str = "", key: str = "codec_path") -> Codec:
+    """The codec ``name`` (one of ``CODECS``); ``path`` is its source where it needs one.
+
+    ``key`` names the setting ``path`` came from, in errors. ``pixel``: none. ``autoencoder`` / ``video_wae``: a trained run of that method (loaded on the CPU,
+    frozen). ``diffusers_vae``: a diffusers VAE folder or hub id (a full pipeline folder's ``vae/`` is
+    found too). ``ddim_inversion``: a diffusers image pipeline folder or hub id (``vae/ unet/ scheduler/``).
+
+    Raises:
+        ConfigError: an unknown name, a missing path, or a run of another method.
+        CheckpointError: the run cannot be loaded.
+    """
+    if name == "pixel":
+        return PixelCodec()
+    if name in ("autoencoder", "video_wae"):
+        if not path:
+            raise ConfigError(f"codec {name} needs {key}: the path of a trained {name} run")
+        method, cfg, ckpt = load_run(path, device="cpu")
+        if cfg.method != name:
+            article = "an" if name[0] in "aeiou" else "a"
+            raise ConfigError(f"{key} {path} is a '{cfg.method}' run, not {article} {name}")
+        codec = AutoencoderCodec if name == "autoencoder" else VideoWAECodec
+        return codec(method, source=str(ckpt.path))
+    if name == "diffusers_vae":
+        from tempoflow.codecs.diffusers_vae import DiffusersVAECodec, vae_subfolder
+
+        return DiffusersVAECodec(path, subfolder=vae_subfolder(path))
+    if name == "ddim_inversion":
+        from tempoflow.codecs.ddim_inversion import DDIMInversionCodec
+
+        return DDIMInversionCodec(path)
+    raise ConfigError(f"unknown codec '{name}' (valid: {', '.join(CODECS)})")
+
+
+def caption_vocabulary(data: DataConfig) -> list[str]:
+    """Every caption of a captioned data set, all splits (align's noise words avoid them all).
+
+    Raises:
+        ConfigError: the data set has no caption grammar (only shapes and digits do).
+    """
+    if data.name == "shapes":
+        from tempoflow.data.shapes import all_captions
+
+        return all_captions(data.shapes)
+    if data.name == "digits":
+        from tempoflow.data.digits import all_captions
+
+        return all_captions(data.digits)
+    raise ConfigError(f"method align needs captioned data (data.name shapes or digits), got '{data.name}'")
+
+
+def method_parts(cfg: ExperimentConfig) -> dict:
+    """What ``cfg.method`` is built with besides its config, video shape and text encoder."""
+    if cfg.method in ("flow", "vlfm"):
+        section = getattr(cfg, cfg.method)
+        return {"codec": build_codec(section.codec, section.codec_path, f"{cfg.method}.codec_path")}
+    if cfg.method == "align":
+        vocabulary = caption_vocabulary(cfg.data)  # also refuses data without captions
+        if not cfg.align.video_path:
+            raise ConfigError("align.video_path must name a trained video_wae run (the video space)")
+        return {"codec": build_codec("video_wae", cfg.align.video_path, "align.video_path"), "vocabulary": vocabulary}
+    return {}
+
+
 def build_method(cfg: ExperimentConfig, text: TextEncoder | None = None) -> Method:
-    """The method named by ``cfg.method``, with fresh weights."""
+    """The method named by ``cfg.method``, with fresh weights (seeded by ``train.seed``)."""
     cls = method_class(cfg.method)
     text = text or text_encoder(cfg)
+    parts = method_parts(cfg)
     with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching global RNG
         torch.manual_seed(cfg.train.seed)
-        return cls(cfg, video_shape(cfg.data), text)
+        return cls(cfg, video_shape(cfg.data), text, **parts)
 
 
 def train(
@@ -188,7 +260,7 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_method(
+def load_run(
     path: str | Path, device: str = "auto", ema: bool = True, text: TextEncoder | None = None,
     overrides: dict | None = None,
 ) -> tuple[Method, ExperimentConfig, Checkpoint]:

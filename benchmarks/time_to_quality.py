@@ -42,8 +42,8 @@ from tempoflow.evaluate.scores import oracle_scores
 from tempoflow.evaluate.text_to_video import default_prompts
 from tempoflow.metrics.video import nearest_in_bucket
 from tempoflow.runs import build_method, make_trainer
-from tempoflow.train.checkpoint import load_weights
 from tempoflow.viewing import tile, upscale
+from tempoflow.weights import load_weights
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 EVAL_PROMPTS = 48  # 24 spread training captions + all 24 held-out combinations of the shapes data

@@ -126,7 +126,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not args.prompt:
         raise ConfigError(f"method '{method.name}' needs --prompt (one or more captions)")
     captions = [p for p in args.prompt for _ in range(args.num)]
-    fps = float(ckpt.meta.get("fps", 8.0))
+    fps = ckpt.fps
     if args.fps is not None or args.duration is not None:
         if not method.continuous_time:
             raise ConfigError(f"--fps/--duration need a continuous-time method (vlfm), not '{method.name}'")
@@ -178,7 +178,7 @@ def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace, progress: 
     video = out.video.float().cpu()
     if not method.clamp:  # physics fields: their range mapped to [0, 1] for viewing
         video = viewable(video, float(video.min()), float(video.max()))
-    path = write_video(args.out, upscale(tile(video, 1), args.scale), fps=float(ckpt.meta.get("fps", 8.0)))
+    path = write_video(args.out, upscale(tile(video, 1), args.scale), fps=ckpt.fps)
     print(f"wrote {path} ({args.num} trajectories of {video.shape[1]} frames, NFE {out.nfe})")
     return 0
 

@@ -25,10 +25,10 @@ from tempoflow.train.checkpoint import (
     WEIGHTS,
     Checkpoint,
     holds_checkpoints,
-    load_weights,
     read_checkpoint,
 )
 from tempoflow.train.trainer import Trainer, TrainResult
+from tempoflow.weights import load_weights
 
 
 def text_encoder(cfg: ExperimentConfig) -> TextEncoder:

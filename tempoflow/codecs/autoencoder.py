@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tempoflow.codecs.pixel import Codec
+from tempoflow.codecs.pixel import Codec, latent_unit
 
 
 class AutoencoderCodec(Codec):
@@ -29,7 +29,7 @@ class AutoencoderCodec(Codec):
     @property
     def scaling(self) -> float:
         """1 / (the latent std measured while the autoencoder trained)."""
-        return float(1.0 / self.ae.latent_std.clamp_min(1e-6))
+        return float(1.0 / latent_unit(self.ae))
 
     def latent_shape(self, channels: int, height: int, width: int) -> tuple[int, int, int]:
         return self.ae.latent_shape
@@ -45,12 +45,12 @@ class AutoencoderCodec(Codec):
         B, T = video.shape[:2]
         frames = video.flatten(0, 1)
         out = torch.cat([self.ae.encode_frames(c)[0] for c in frames.split(self.chunk)])
-        return (out / self.ae.latent_std.clamp_min(1e-6)).unflatten(0, (B, T))  # unit variance
+        return (out / latent_unit(self.ae)).unflatten(0, (B, T))  # unit variance
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
         """``(B, T, z, h, w)`` -> ``(B, T, C, H, W)`` in [0, 1]."""
         B, T = latents.shape[:2]
-        z = latents.flatten(0, 1) * self.ae.latent_std.clamp_min(1e-6)
+        z = latents.flatten(0, 1) * latent_unit(self.ae)
         out = torch.cat([self.ae.decode_frames(c) for c in z.split(self.chunk)])
         return out.unflatten(0, (B, T))

@@ -7,6 +7,16 @@ import hashlib
 import torch
 from torch import Tensor, nn
 
+# A trained codec's running latent std is floored here before latents are divided by it: a collapsed
+# estimate would otherwise blow the unit-variance scaling up.
+MIN_LATENT_STD = 1e-6
+
+
+def latent_unit(net: nn.Module) -> Tensor:
+    """The std a trained network's latents are divided by for unit variance: its ``latent_std`` buffer
+    (the running estimate kept while it trained), floored at ``MIN_LATENT_STD``. 0-dim."""
+    return net.latent_std.clamp_min(MIN_LATENT_STD)
+
 
 class Codec(nn.Module):
     """A latent space: ``encode`` videos ``(B, T, C, H, W)`` in [0, 1] to latents ``(B, T, *latent_shape)``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tempoflow.codecs.pixel import Codec
+from tempoflow.codecs.pixel import Codec, latent_unit
 
 
 class VideoWAECodec(Codec):
@@ -38,7 +38,7 @@ class VideoWAECodec(Codec):
     @property
     def scaling(self) -> float:
         """1 / (the latent std measured while the video WAE trained)."""
-        return float(1.0 / self.wae.latent_std.clamp_min(1e-6))
+        return float(1.0 / latent_unit(self.wae))
 
     def latent_shape(self, channels: int, height: int, width: int) -> tuple[int]:
         return self.wae.latent_shape
@@ -57,7 +57,7 @@ class VideoWAECodec(Codec):
         B, k = video.shape[0], video.shape[1] // self.clip_frames
         clips = video.unflatten(1, (k, self.clip_frames)).flatten(0, 1)  # (B k, T_c, C, H, W)
         z = torch.cat([self.wae.encode_videos(c) for c in clips.split(self.chunk)])  # (B k, d_z)
-        return (z / self.wae.latent_std.clamp_min(1e-6)).unflatten(0, (B, k))
+        return (z / latent_unit(self.wae)).unflatten(0, (B, k))
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
@@ -65,6 +65,6 @@ class VideoWAECodec(Codec):
         if latents.ndim != 3:
             raise ValueError(f"expected latents (B, k, d_z), got shape {tuple(latents.shape)}")
         B, k = latents.shape[:2]
-        z = latents.flatten(0, 1) * self.wae.latent_std.clamp_min(1e-6)  # (B k, d_z)
+        z = latents.flatten(0, 1) * latent_unit(self.wae)  # (B k, d_z)
         clips = torch.cat([self.wae.decode_videos(c) for c in z.split(self.chunk)])  # (B k, T_c, C, H, W)
         return clips.unflatten(0, (B, k)).flatten(1, 2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from tempoflow.errors import DataError
+from tempoflow.files import write_atomic
 
 # H.264: crf 18 is x264's "visually lossless" point; preset medium is x264's default speed/size trade.
 MP4_CRF = 18
@@ -99,7 +99,7 @@ def write_video(path: str | os.PathLike, video: Tensor, fps: float) -> Path:
         except av.FFmpegError as err:
             raise DataError(f"cannot write video {path}: {_reason(err)}") from err
 
-    _write_atomic(path, write)
+    write_atomic(path, write)
     return path
 
 
@@ -160,7 +160,7 @@ def write_grid(
             top, left = pad + row * (h + pad), pad + col * (w + pad)
             canvas[top : top + h, left : left + w] = frame
     try:
-        _write_atomic(path, lambda tmp: Image.fromarray(canvas).save(tmp, format=image_format))
+        write_atomic(path, lambda tmp: Image.fromarray(canvas).save(tmp, format=image_format))
     except (OSError, ValueError) as err:
         raise DataError(f"cannot write grid {path}: {err}") from err
     return path
@@ -236,19 +236,6 @@ _VIDEO_WRITERS: dict[str, tuple[str, str, dict[str, str], Callable[..., None]]] 
     ".webm": ("webm", "libvpx-vp9", {}, _encode_vp9),
     ".gif": ("gif", "gif", {"loop": "0"}, _encode_gif),
 }
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then move it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder, so os.replace is a rename on one filesystem. A name of our own, not mkstemp, so
-    # the file gets the usual permissions (mkstemp makes it 0600).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _to_uint8(video: Tensor) -> np.ndarray:

@@ -11,18 +11,18 @@ on the wrong latents).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from tempoflow.codecs import Codec
 from tempoflow.errors import ConfigError, DataError
+from tempoflow.files import save_tensors_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # bump when the layout changes; older caches are refused
@@ -35,12 +35,6 @@ class CachedLatents:
     latents: Tensor
     captions: list[str]
     fps: float
-
-
-def _write_atomic(tensors: dict[str, Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)  # a crash never leaves a half-written shard under the final name
 
 
 def encode_dataset(
@@ -70,14 +64,12 @@ def encode_dataset(
             with torch.no_grad():
                 latents = torch.cat([codec.encode(v.to(device)).float().cpu() for v in videos.split(chunk)])
             name = f"{split}-{len(shards):05d}.safetensors"
-            _write_atomic({"latents": latents.contiguous()}, out / name)
+            save_tensors_atomic(out / name, {"latents": latents.contiguous()})  # never a half-written shard
             shards.append({"file": name, "count": len(videos)})
             manifest["latent_shape"] = list(latents.shape[2:])
             manifest["num_frames"] = latents.shape[1]
         manifest["splits"][split] = {"shards": shards, "captions": list(data.captions), "fps": data.fps}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)  # the manifest appears last: a cache without one is incomplete
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1))  # last: a cache without one is incomplete
     return out / MANIFEST
 
 

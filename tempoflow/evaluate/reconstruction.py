@@ -24,7 +24,7 @@ def evaluate_reconstruction(method: Method, cfg: ExperimentConfig, ckpt, out: Pa
     device = next(method.parameters()).device
     metrics: dict = {}
     cells = []
-    fps = float(ckpt.meta.get("fps", 8.0))
+    fps = ckpt.fps
     fields = is_field_data(cfg.data)
     for split in ("test",) if fields else ("test", "heldout"):
         data = load_dataset(cfg.data, split)

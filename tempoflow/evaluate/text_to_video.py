@@ -118,7 +118,7 @@ def evaluate_text_to_video(method: Method, cfg: ExperimentConfig, ckpt, out: Pat
     over_time: dict[str, list[tuple[float, float]]] = {}
     i3d = fvd_extractor(cfg.eval.i3d_path, T, next(method.parameters()).device)
     lpips = lpips_model(cfg.eval.lpips_backbone, cfg.eval.lpips_lin, videos.shape[-2:])
-    times = torch.arange(1, T + 1) / float(ckpt.meta.get("fps", 8.0))  # frame k at k / fps seconds
+    times = torch.arange(1, T + 1) / ckpt.fps  # frame k at k / fps seconds
     for split in ("train", "heldout", "custom"):
         sel = [i for i, s in enumerate(splits) if s == split]
         if not sel:
@@ -155,7 +155,7 @@ def evaluate_text_to_video(method: Method, cfg: ExperimentConfig, ckpt, out: Pat
 
     rows = len(prompts)
     grid = upscale(tile(videos, rows))
-    fps = float(ckpt.meta.get("fps", 8.0))
+    fps = ckpt.fps
     write_video(out / "samples.mp4", grid, fps=fps)
     write_video(out / "samples.gif", grid, fps=fps)
     cells = []

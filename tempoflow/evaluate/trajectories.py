@@ -208,7 +208,7 @@ def evaluate_trajectories(
     both = torch.cat([truth[:k], generated[:k]])  # (2k, T, C, H, W)
     if cfg.data.name in PHYSICS_KINDS:  # fields: the held-out range mapped to [0, 1], first channel
         both = viewable(both, lo, hi)
-    fps = float(ckpt.meta.get("fps", 8.0))
+    fps = ckpt.fps
     gif = write_video(out / "clips" / "truth_vs_samples.gif", upscale(tile(both, 2)), fps=fps)
     cells = [
         VideoCell(

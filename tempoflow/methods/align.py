@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tempoflow.codecs.pixel import latent_unit
 from tempoflow.codecs.video_wae import VideoWAECodec
 from tempoflow.config import ExperimentConfig
 from tempoflow.data.captioned import bucket_ids_of
@@ -195,7 +196,7 @@ class Align(Method):
         """``G(z_v)`` with gradients to ``z_v``: ``(B, d_z)`` -> ``(B, C, T, H, W)`` in about [-1, 1],
         not clamped (the codec's ``decode`` is gradient-free and clamps)."""
         wae = self.codec.wae
-        return wae.decoder(z_v * wae.latent_std.clamp_min(1e-6))
+        return wae.decoder(z_v * latent_unit(wae))
 
     def text_to_video_code(self, captions: list[str]) -> Tensor:
         """``G_s(M(E_t(t)))``: the generated video codes ``(B, d_z)``."""

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from tempoflow.errors import CheckpointError
 from tempoflow.metrics.distribution import MMDEstimate, frechet_distance_features, polynomial_mmd
-from tempoflow.train.checkpoint import load_weights, read_state_dict
+from tempoflow.weights import load_weights, read_state_dict
 
 I3D_SIZE = 224  # frame side the Kinetics model was trained on; the final 7x7 pool assumes it
 I3D_FRAMES = 16  # clip length of the reference FVD

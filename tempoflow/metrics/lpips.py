@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tempoflow.train.checkpoint import load_weights, read_state_dict
+from tempoflow.weights import load_weights, read_state_dict
 
 # ScalingLayer of lpips v0.1: ImageNet mean/std expressed for inputs in [-1, 1] (2 * mean - 1, 2 * std).
 SHIFT = (-0.030, -0.088, -0.188)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tempoflow.config import VideoWAEConfig
 from tempoflow.errors import CheckpointError
 from tempoflow.nets.autoencoder import group_norm
-from tempoflow.train.checkpoint import load_weights, read_state_dict
+from tempoflow.weights import load_weights, read_state_dict
 
 LEAK = 0.2  # LeakyReLU slope of DCGAN's discriminator/encoder
 

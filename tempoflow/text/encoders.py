@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from tempoflow.errors import ConfigError, DataError
+from tempoflow.files import save_tensors_atomic
 
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
@@ -121,10 +121,8 @@ class TextEncoder:
         tensors = {}
         for i, c in enumerate(captions):
             tensors[f"tokens/{i}"], tensors[f"pooled/{i}"] = (t.contiguous() for t in self._cache[c])
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"identity": self.identity, "captions": json.dumps(captions)})
-        os.replace(tmp, self.cache_path)
+        save_tensors_atomic(self.cache_path, tensors,
+                            metadata={"identity": self.identity, "captions": json.dumps(captions)})
 
     def __deepcopy__(self, memo: dict) -> TextEncoder:
         return self  # frozen and shared: an EMA copy of a method must not duplicate the encoder

@@ -17,10 +17,8 @@ names it and says what to do.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +30,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tempoflow.errors import CheckpointError
+from tempoflow.files import sha256_file, write_text_atomic
+from tempoflow.weights import FROZEN_PREFIXES, first_line
 
 WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
@@ -39,16 +39,6 @@ CONFIG = "config.json"
 STATE = "state"
 LATEST = "latest"
 CHECKSUMS = "sha256"  # key in config.json's meta: {path relative to the checkpoint: SHA-256 hex digest}
-# What torch.load(weights_only=True) raises on a truncated, empty or garbage file (found by fuzzing it):
-# a bad zip archive (RuntimeError), no data (EOFError), refused or malformed pickle opcodes (the others).
-TORCH_LOAD_ERRORS = (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, pickle.UnpicklingError)
-
-
-def first_line(err: BaseException) -> str:
-    """An exception's first line (its type's name when it has no message), for one-line errors."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 def damaged(checkpoint: Path, file: Path, problem: str) -> CheckpointError:
     """The one-line error for an unusable file of ``checkpoint``: which file, what is wrong, what to do."""
     earlier = sorted(p for p in checkpoint.parent.glob("step_*") if p.is_dir() and p.name < checkpoint.name)
@@ -58,15 +48,6 @@ def damaged(checkpoint: Path, file: Path, problem: str) -> CheckpointError:
     else:
         fallback = "or train the run again (it has no earlier checkpoint)"
     return CheckpointError(f"{file} {problem}: restore it from a copy of the run, {fallback}")
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checksums(folder: Path) -> dict[str, str]:
@@ -83,6 +64,17 @@ class Checkpoint:
     config: dict
     meta: dict
     verified: set[str] = field(default_factory=set, repr=False)  # files already checked: hashed once
+
+    @property
+    def fps(self) -> float:
+        """Frames per second of the videos the run trained on (frame k, 1-based, at k / fps seconds).
+
+        Raises:
+            CheckpointError: the metadata has no frame rate (training always writes one).
+        """
+        if "fps" not in self.meta:
+            raise CheckpointError(f"{self.path / CONFIG} has no frame rate (meta.fps): not written by tempoflow train")
+        return float(self.meta["fps"])
 
     @property
     def step(self) -> int:
@@ -148,11 +140,6 @@ class Checkpoint:
         return sha256_file(self.path / WEIGHTS)[:16]
 
 
-# Sub-modules rebuilt from the config (a frozen codec loaded from its own run or a pretrained model):
-# never saved in a checkpoint and never averaged. A checkpoint records the codec's fingerprint instead.
-FROZEN_PREFIXES = ("codec.",)
-
-
 def learned_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """``module.state_dict()`` without the frozen, rebuilt-from-config entries (``FROZEN_PREFIXES``)."""
     return {k: v for k, v in module.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
@@ -191,9 +178,7 @@ def commit_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / LATEST)
+    write_text_atomic(root / LATEST, final.name)
     return final
 
 
@@ -282,43 +267,3 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path=path, config=data["config"], meta=data.get("meta", {}))
 
 
-def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """Tensors of a published weight file, read without unpickling objects.
-
-    ``.safetensors``, or ``.pt``/``.pth`` through ``torch.load(weights_only=True)``; a state dict
-    nested under ``"state_dict"`` or ``"model"`` and a DDP ``"module."`` prefix are accepted.
-    ``what`` names the weights in errors ("I3D", "LPIPS backbone", ...).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} weights not found: {path}")
-    if path.suffix not in (".pt", ".pth", ".safetensors"):
-        raise CheckpointError(f"{what} weights must be .pt, .pth or .safetensors: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            data = load_file(str(path))
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (*TORCH_LOAD_ERRORS, SafetensorError) as err:
-        raise CheckpointError(f"cannot read {what} weights {path}: {first_line(err)}") from err
-    for key in ("state_dict", "model"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise CheckpointError(f"{what} weights {path} hold no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in data.items()}
-
-
-def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
-    """Load weights strictly, with one clear line when they do not fit the module."""
-    try:
-        missing, unexpected = module.load_state_dict(weights, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise CheckpointError(f"weights in {where} do not fit the model: {str(err).splitlines()[-1]}") from err
-    missing = [k for k in missing if not k.startswith(FROZEN_PREFIXES)]  # rebuilt from the config
-    if missing or unexpected:
-        raise CheckpointError(
-            f"weights in {where} do not match the model: missing {list(missing)[:3]}, "
-            f"unexpected {list(unexpected)[:3]}"
-        )

@@ -44,7 +44,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from tempoflow.errors import CheckpointError
-from tempoflow.train.checkpoint import STATE, TORCH_LOAD_ERRORS, Checkpoint, damaged, first_line
+from tempoflow.train.checkpoint import STATE, Checkpoint, damaged
+from tempoflow.weights import TORCH_LOAD_ERRORS, first_line
 
 FORMAT = 1  # version of this layout, in trainer.json
 TRAINER = "trainer.json"

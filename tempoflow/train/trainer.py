@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from tempoflow.config import TrainConfig
 from tempoflow.errors import CheckpointError, TrainingError
+from tempoflow.files import write_text_atomic
 from tempoflow.methods.base import Method
 from tempoflow.nets.discriminator import LatentDiscriminator, PatchDiscriminator
 from tempoflow.report.html import read_log
@@ -35,7 +35,6 @@ from tempoflow.train.checkpoint import (
     commit_checkpoint,
     holds_checkpoints,
     learned_state,
-    load_weights,
     read_checkpoint,
     staging_dir,
 )
@@ -47,6 +46,7 @@ from tempoflow.train.state import (
     save_training_state,
 )
 from tempoflow.train.threads import thread_governor
+from tempoflow.weights import load_weights
 
 
 @dataclass
@@ -269,9 +269,7 @@ class Trainer:
         if not path.is_file():
             return
         kept = [record for record in read_log(path) if record["step"] <= self.state.step]
-        tmp = path.with_name(".log.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def fit(
         self, resume: bool = False, until: int | None = None, callback: Callable[[int], bool] | None = None

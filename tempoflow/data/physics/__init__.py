@@ -12,18 +12,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from tempoflow.data.physics.common import config_from_kwargs, output_times
 from tempoflow.errors import DataError
+from tempoflow.files import save_tensors_atomic
 
 __all__ = [
     "KINDS",
@@ -153,10 +152,7 @@ def load_or_simulate(
             raise DataError(f"physics cache {path} holds other parameters ({stored_key}): delete it")
         return videos
     videos = simulate(kind, n, size, n_times, seed, device=device, **kw)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"videos": videos.contiguous()}, str(tmp), metadata={"key": key})
-    os.replace(tmp, path)
+    save_tensors_atomic(path, {"videos": videos.contiguous()}, metadata={"key": key})
     return videos
 
 

@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from tempoflow.config import ExperimentConfig, load_config, to_dict
+from tempoflow.config import ExperimentConfig, load_config
+from tempoflow.configio import to_dict
 from tempoflow.data import load_dataset
 from tempoflow.data.io import write_video
 from tempoflow.evaluate.record import hardware

@@ -33,7 +33,7 @@ def package_version() -> str:
 
 def _overrides_dict(overrides: list[str]) -> dict:
     """``['sample.steps=8']`` -> ``{'sample': {'steps': 8}}`` for settings applied to a checkpoint."""
-    from tempoflow.config import parse_override
+    from tempoflow.configio import parse_override
 
     out: dict = {}
     for text in overrides:

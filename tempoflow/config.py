@@ -7,17 +7,11 @@ the dataclass fields and every value against the field's type, so ``train.step=5
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from tempoflow.configio import apply_overrides, from_dict, read_yaml, require
 from tempoflow.configs import resolve_config
 from tempoflow.data.digits import DigitsConfig
 from tempoflow.data.folder import FolderConfig
@@ -28,12 +22,6 @@ from tempoflow.data.shapes import ShapesConfig
 from tempoflow.errors import ConfigError
 from tempoflow.flows.time_sampling import TIME_SAMPLINGS
 from tempoflow.nets.unet import UNetConfig
-
-
-def _require(ok: bool, message: str) -> None:
-    """Config validation: a ValueError that ``from_dict`` turns into one ConfigError line."""
-    if not ok:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -58,11 +46,11 @@ class PhysicsConfig:
     sde: SDEConfig = field(default_factory=SDEConfig)
 
     def __post_init__(self) -> None:
-        _require(self.n_trajectories >= 2, f"data.physics.n_trajectories must be >= 2, got {self.n_trajectories}")
-        _require(self.size >= 4, f"data.physics.size must be >= 4, got {self.size}")
-        _require(self.n_times >= 1, f"data.physics.n_times must be >= 1, got {self.n_times}")
-        _require(self.seed >= 0, f"data.physics.seed must be >= 0, got {self.seed}")
-        _require(0.0 < self.test_fraction < 1.0,
+        require(self.n_trajectories >= 2, f"data.physics.n_trajectories must be >= 2, got {self.n_trajectories}")
+        require(self.size >= 4, f"data.physics.size must be >= 4, got {self.size}")
+        require(self.n_times >= 1, f"data.physics.n_times must be >= 1, got {self.n_times}")
+        require(self.seed >= 0, f"data.physics.seed must be >= 0, got {self.seed}")
+        require(0.0 < self.test_fraction < 1.0,
                  f"data.physics.test_fraction must be in (0, 1), got {self.test_fraction}")
 
 
@@ -107,9 +95,9 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         for name in ("dim", "depth", "heads", "patch_t", "patch_hw"):
-            _require(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
-        _require(self.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
+            require(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
+        require(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        require(self.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
 
 
 RECONSTRUCTION_LOSSES = ("l1", "l2", "l1+l2")
@@ -138,12 +126,12 @@ class AutoencoderConfig:
     latent_disc_width: int = 256  # hidden width of the latent discriminator D_z (feature_matching)
 
     def __post_init__(self) -> None:
-        _require(self.width >= 4 and len(self.multipliers) >= 1, "autoencoder.width >= 4 and >= 1 level")
-        _require(self.z_channels >= 1, f"autoencoder.z_channels must be >= 1, got {self.z_channels}")
-        _require(self.kl_weight >= 0, f"autoencoder.kl_weight must be >= 0, got {self.kl_weight}")
-        _require(self.reconstruction in RECONSTRUCTION_LOSSES,
+        require(self.width >= 4 and len(self.multipliers) >= 1, "autoencoder.width >= 4 and >= 1 level")
+        require(self.z_channels >= 1, f"autoencoder.z_channels must be >= 1, got {self.z_channels}")
+        require(self.kl_weight >= 0, f"autoencoder.kl_weight must be >= 0, got {self.kl_weight}")
+        require(self.reconstruction in RECONSTRUCTION_LOSSES,
                  f"autoencoder.reconstruction must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruction!r}")
-        _require(self.regulariser in ("kl", "wae"),
+        require(self.regulariser in ("kl", "wae"),
                  f"autoencoder.regulariser must be 'kl' or 'wae', got {self.regulariser!r}")
         _check_wae("autoencoder", self.divergence, self.disc_width, self.disc_layers, self.latent_disc_width,
                    {"wae_weight": self.wae_weight, "disc_weight": self.disc_weight})
@@ -158,13 +146,13 @@ WAE_DIVERGENCES = ("feature_matching", "mmd")
 def _check_wae(section: str, divergence: str, disc_width: int, disc_layers: int, latent_disc_width: int,
                weights: dict[str, float]) -> None:
     """Validation shared by the two WAE configs (frame autoencoder and video WAE)."""
-    _require(divergence in WAE_DIVERGENCES,
+    require(divergence in WAE_DIVERGENCES,
              f"{section}.divergence must be one of {WAE_DIVERGENCES}, got {divergence!r}")
-    _require(disc_width >= 4, f"{section}.disc_width must be >= 4, got {disc_width}")
-    _require(disc_layers >= 1, f"{section}.disc_layers must be >= 1, got {disc_layers}")
-    _require(latent_disc_width >= 1, f"{section}.latent_disc_width must be >= 1, got {latent_disc_width}")
+    require(disc_width >= 4, f"{section}.disc_width must be >= 4, got {disc_width}")
+    require(disc_layers >= 1, f"{section}.disc_layers must be >= 1, got {disc_layers}")
+    require(latent_disc_width >= 1, f"{section}.latent_disc_width must be >= 1, got {latent_disc_width}")
     for name, value in weights.items():
-        _require(value >= 0, f"{section}.{name} must be >= 0, got {value}")
+        require(value >= 0, f"{section}.{name} must be >= 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -194,13 +182,13 @@ class VideoWAEConfig:
     scale_momentum: float = 0.99  # running estimate of the latent std, for the codec's scaling
 
     def __post_init__(self) -> None:
-        _require(self.width >= 4 and len(self.multipliers) >= 1, "video_wae.width >= 4 and >= 1 level")
-        _require(all(m >= 1 for m in self.multipliers),
+        require(self.width >= 4 and len(self.multipliers) >= 1, "video_wae.width >= 4 and >= 1 level")
+        require(all(m >= 1 for m in self.multipliers),
                  f"video_wae.multipliers must be >= 1, got {self.multipliers}")
-        _require(self.d_z >= 1, f"video_wae.d_z must be >= 1, got {self.d_z}")
-        _require(self.reconstruction in RECONSTRUCTION_LOSSES,
+        require(self.d_z >= 1, f"video_wae.d_z must be >= 1, got {self.d_z}")
+        require(self.reconstruction in RECONSTRUCTION_LOSSES,
                  f"video_wae.reconstruction must be in {RECONSTRUCTION_LOSSES}, got {self.reconstruction!r}")
-        _require(0.0 <= self.scale_momentum < 1.0,
+        require(0.0 <= self.scale_momentum < 1.0,
                  f"video_wae.scale_momentum must be in [0, 1), got {self.scale_momentum}")
         _check_wae("video_wae", self.divergence, self.disc_width, self.disc_layers, self.latent_disc_width,
                    {"pixel_weight": self.pixel_weight, "feature_weight": self.feature_weight,
@@ -239,17 +227,17 @@ class FlowConfig:
         base_width=32, channel_mults=(1, 2, 2), blocks_per_level=1, groups=8, cond_dim=256))
 
     def __post_init__(self) -> None:
-        _require(self.backbone in ("dit", "unet"), f"flow.backbone must be 'dit' or 'unet', got {self.backbone!r}")
-        _require(self.time_sampling in TIME_SAMPLINGS,
+        require(self.backbone in ("dit", "unet"), f"flow.backbone must be 'dit' or 'unet', got {self.backbone!r}")
+        require(self.time_sampling in TIME_SAMPLINGS,
                  f"flow.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {self.time_sampling!r}")
-        _require(math.isfinite(self.logit_mean), f"flow.logit_mean must be finite, got {self.logit_mean}")
-        _require(math.isfinite(self.logit_std) and self.logit_std > 0,
+        require(math.isfinite(self.logit_mean), f"flow.logit_mean must be finite, got {self.logit_mean}")
+        require(math.isfinite(self.logit_std) and self.logit_std > 0,
                  f"flow.logit_std must be finite and > 0, got {self.logit_std}")
-        _require(self.prediction in ("velocity", "data"),
+        require(self.prediction in ("velocity", "data"),
                  f"flow.prediction must be 'velocity' or 'data', got {self.prediction!r}")
-        _require(0.0 <= self.caption_dropout < 1.0, f"flow.caption_dropout must be in [0, 1), got {self.caption_dropout}")
-        _require(0.0 <= self.sigma_min < 1.0, f"flow.sigma_min must be in [0, 1), got {self.sigma_min}")
-        _require(self.min_sigma >= MIN_SIGMA_FLOOR,
+        require(0.0 <= self.caption_dropout < 1.0, f"flow.caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        require(0.0 <= self.sigma_min < 1.0, f"flow.sigma_min must be in [0, 1), got {self.sigma_min}")
+        require(self.min_sigma >= MIN_SIGMA_FLOOR,
                  f"flow.min_sigma must be >= {MIN_SIGMA_FLOOR:g}, got {self.min_sigma:g}: near t = 1 the velocity "
                  "(x̂ − x_t) / min_sigma multiplies the network's error by 1 / min_sigma, so samples overflow and "
                  "adaptive solvers stall")
@@ -294,21 +282,21 @@ class VLFMConfig:
         base_width=32, channel_mults=(1, 2, 2), blocks_per_level=1, groups=8, cond_dim=256))
 
     def __post_init__(self) -> None:
-        _require(self.backbone in ("dit", "unet"), f"vlfm.backbone must be 'dit' or 'unet', got {self.backbone!r}")
-        _require(self.change_weight > 0, f"vlfm.change_weight must be > 0, got {self.change_weight}")
-        _require(self.rising_noise in ("fresh", "ode"),
+        require(self.backbone in ("dit", "unet"), f"vlfm.backbone must be 'dit' or 'unet', got {self.backbone!r}")
+        require(self.change_weight > 0, f"vlfm.change_weight must be > 0, got {self.change_weight}")
+        require(self.rising_noise in ("fresh", "ode"),
                  f"vlfm.rising_noise must be 'fresh' or 'ode', got {self.rising_noise!r}")
-        _require(self.order >= 1, f"vlfm.order must be >= 1, got {self.order}")
-        _require(self.projection in ("lstsq", "legs"), f"vlfm.projection must be 'lstsq' or 'legs', got {self.projection!r}")
-        _require(self.schedule in ("renoise", "decay"), f"vlfm.schedule must be 'renoise' or 'decay', got {self.schedule!r}")
-        _require(self.prediction in ("velocity", "data"),
+        require(self.order >= 1, f"vlfm.order must be >= 1, got {self.order}")
+        require(self.projection in ("lstsq", "legs"), f"vlfm.projection must be 'lstsq' or 'legs', got {self.projection!r}")
+        require(self.schedule in ("renoise", "decay"), f"vlfm.schedule must be 'renoise' or 'decay', got {self.schedule!r}")
+        require(self.prediction in ("velocity", "data"),
                  f"vlfm.prediction must be 'velocity' or 'data', got {self.prediction!r}")
-        _require(self.objective in ("flow", "direct"), f"vlfm.objective must be 'flow' or 'direct', got {self.objective!r}")
-        _require(0.0 < self.sigma_min < 1.0, f"vlfm.sigma_min must be in (0, 1), got {self.sigma_min}")
-        _require(self.alpha > 0, f"vlfm.alpha must be > 0, got {self.alpha}")
-        _require(self.times_per_video >= 1, f"vlfm.times_per_video must be >= 1, got {self.times_per_video}")
-        _require(0.0 <= self.caption_dropout < 1.0, f"vlfm.caption_dropout must be in [0, 1), got {self.caption_dropout}")
-        _require(self.steps_per_frame >= 1, f"vlfm.steps_per_frame must be >= 1, got {self.steps_per_frame}")
+        require(self.objective in ("flow", "direct"), f"vlfm.objective must be 'flow' or 'direct', got {self.objective!r}")
+        require(0.0 < self.sigma_min < 1.0, f"vlfm.sigma_min must be in (0, 1), got {self.sigma_min}")
+        require(self.alpha > 0, f"vlfm.alpha must be > 0, got {self.alpha}")
+        require(self.times_per_video >= 1, f"vlfm.times_per_video must be >= 1, got {self.times_per_video}")
+        require(0.0 <= self.caption_dropout < 1.0, f"vlfm.caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        require(self.steps_per_frame >= 1, f"vlfm.steps_per_frame must be >= 1, got {self.steps_per_frame}")
 
 
 LIFTING_LOSSES = ("auto", "l2", "bce")
@@ -329,12 +317,12 @@ class LiftingConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)  # defaults: the paper's "medium" UNet
 
     def __post_init__(self) -> None:
-        _require(self.window >= 1, f"lifting.window must be >= 1, got {self.window}")
-        _require(self.label_dim >= 1, f"lifting.label_dim must be >= 1, got {self.label_dim}")
-        _require(self.loss in LIFTING_LOSSES, f"lifting.loss must be one of {LIFTING_LOSSES}, got {self.loss!r}")
-        _require(not (self.residual and self.loss == "bce"), "lifting.residual needs an l2 loss, not bce")
-        _require(self.pairs_per_video >= 1, f"lifting.pairs_per_video must be >= 1, got {self.pairs_per_video}")
-        _require(self.eval_trajectories >= 2,
+        require(self.window >= 1, f"lifting.window must be >= 1, got {self.window}")
+        require(self.label_dim >= 1, f"lifting.label_dim must be >= 1, got {self.label_dim}")
+        require(self.loss in LIFTING_LOSSES, f"lifting.loss must be one of {LIFTING_LOSSES}, got {self.loss!r}")
+        require(not (self.residual and self.loss == "bce"), "lifting.residual needs an l2 loss, not bce")
+        require(self.pairs_per_video >= 1, f"lifting.pairs_per_video must be >= 1, got {self.pairs_per_video}")
+        require(self.eval_trajectories >= 2,
                  f"lifting.eval_trajectories must be >= 2, got {self.eval_trajectories}")
 
 
@@ -349,10 +337,10 @@ class ARDMConfig:
     steps: int = 10  # s, solver steps per frame (Table 1: 2, 5, 10, 20, 40)
 
     def __post_init__(self) -> None:
-        _require(self.solver in ("euler", "midpoint", "heun", "rk4"),
+        require(self.solver in ("euler", "midpoint", "heun", "rk4"),
                  f"ardm.solver must be a fixed-step solver (euler, midpoint, heun, rk4), got {self.solver!r}")
-        _require(self.steps >= 1, f"ardm.steps must be >= 1, got {self.steps}")
-        _require(0.0 <= self.sigma_min < 1.0, f"ardm.sigma_min must be in [0, 1), got {self.sigma_min}")
+        require(self.steps >= 1, f"ardm.steps must be >= 1, got {self.steps}")
+        require(0.0 <= self.sigma_min < 1.0, f"ardm.sigma_min must be in [0, 1), got {self.sigma_min}")
 
 
 # What trains the text-to-video mapping of ``align`` (seed 002 §3, Tables 2 and 3): ours, then the baselines.
@@ -386,18 +374,18 @@ class AlignConfig:
     disc_width: int = 256  # hidden width of D_s (the paper's D_s has 133K weights at d = 64)
 
     def __post_init__(self) -> None:
-        _require(self.objective in ALIGN_OBJECTIVES,
+        require(self.objective in ALIGN_OBJECTIVES,
                  f"align.objective must be one of {ALIGN_OBJECTIVES}, got {self.objective!r}")
-        _require(self.reduction in ("sum", "mean"), f"align.reduction must be 'sum' or 'mean', got {self.reduction!r}")
-        _require(self.bucket_negatives in ("printed", "mean"),
+        require(self.reduction in ("sum", "mean"), f"align.reduction must be 'sum' or 'mean', got {self.reduction!r}")
+        require(self.bucket_negatives in ("printed", "mean"),
                  f"align.bucket_negatives must be 'printed' or 'mean', got {self.bucket_negatives!r}")
         for name in ("shared_dim", "hidden", "disc_width"):
-            _require(getattr(self, name) >= 1, f"align.{name} must be >= 1, got {getattr(self, name)}")
-        _require(0.0 <= self.dropout < 1.0, f"align.dropout must be in [0, 1), got {self.dropout}")
-        _require(0.0 <= self.noise_p <= 1.0, f"align.noise_p must be in [0, 1], got {self.noise_p}")
+            require(getattr(self, name) >= 1, f"align.{name} must be >= 1, got {getattr(self, name)}")
+        require(0.0 <= self.dropout < 1.0, f"align.dropout must be in [0, 1), got {self.dropout}")
+        require(0.0 <= self.noise_p <= 1.0, f"align.noise_p must be in [0, 1], got {self.noise_p}")
         for name in ("shared_weight", "feature_weight", "pixel_weight", "divergence_weight", "alpha",
                      "lambda_pos", "lambda_neg"):
-            _require(getattr(self, name) >= 0, f"align.{name} must be >= 0, got {getattr(self, name)}")
+            require(getattr(self, name) >= 0, f"align.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -414,10 +402,10 @@ class SampleConfig:
     seed: int = 1234
 
     def __post_init__(self) -> None:
-        _require(self.steps >= 1, f"sample.steps must be >= 1, got {self.steps}")
-        _require(self.num_per_prompt >= 1, f"sample.num_per_prompt must be >= 1, got {self.num_per_prompt}")
-        _require(self.atol > 0 and self.rtol > 0, "sample.atol and sample.rtol must be > 0")
-        _require(self.max_steps >= 1, f"sample.max_steps must be >= 1, got {self.max_steps}")
+        require(self.steps >= 1, f"sample.steps must be >= 1, got {self.steps}")
+        require(self.num_per_prompt >= 1, f"sample.num_per_prompt must be >= 1, got {self.num_per_prompt}")
+        require(self.atol > 0 and self.rtol > 0, "sample.atol and sample.rtol must be > 0")
+        require(self.max_steps >= 1, f"sample.max_steps must be >= 1, got {self.max_steps}")
 
 
 @dataclass(frozen=True)
@@ -445,13 +433,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            _require(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.cpu_threads >= 0, f"train.cpu_threads must be >= 0 (0 = adaptive), got {self.cpu_threads}")
-        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        _require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
-        _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
-        _require(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
-        _require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+            require(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        require(self.cpu_threads >= 0, f"train.cpu_threads must be >= 0 (0 = adaptive), got {self.cpu_threads}")
+        require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        require(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
+        require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
                  f"train.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
 
 
@@ -471,8 +459,8 @@ class EvalConfig:
     time_extent: float = 2.0
 
     def __post_init__(self) -> None:
-        _require(self.time_rate >= 1, f"eval.time_rate must be >= 1, got {self.time_rate}")
-        _require(self.time_extent >= 1.0, f"eval.time_extent must be >= 1, got {self.time_extent}")
+        require(self.time_rate >= 1, f"eval.time_rate must be >= 1, got {self.time_rate}")
+        require(self.time_extent >= 1.0, f"eval.time_extent must be >= 1, got {self.time_extent}")
 
 
 @dataclass(frozen=True)
@@ -495,135 +483,25 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-# --------------------------------------------------------------------------------------------
-# Building dataclasses from plain dicts with type checks.
 
 
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert lists to tuples; raise on mismatch."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-        return from_dict(tp, value, prefix=key)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"config key '{key}' must be null, got {value!r}")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ConfigError(f"config key '{key}' must have {len(args)} entries, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):  # YAML 1.1 reads "5e-4" as a string
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - only the annotations used above exist in the configs
-        raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")
-    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
 
 
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None if f.default is dataclasses.MISSING else f.default
 
 
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise ConfigError."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in fields:
-            raise ConfigError(f"unknown config key '{full}' (valid: {', '.join(sorted(fields))})")
-        default = _field_default(fields[key])
-        if isinstance(value, dict) and dataclasses.is_dataclass(default):
-            # a partial section overrides the field's own default (e.g. flow.unet's small UNet),
-            # not the section class's defaults
-            value = {**to_dict(default), **value}
-        kwargs[key] = _coerce(value, hints[key], full)
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"invalid config '{prefix or cls.__name__}': {err}") from err
 
 
-def to_dict(cfg: Any) -> dict:
-    """Plain nested dict (tuples become lists) for YAML/JSON."""
-
-    def convert(v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return [convert(x) for x in v]
-        if isinstance(v, dict):
-            return {k: convert(x) for k, x in v.items()}
-        return v
-
-    return convert(dataclasses.asdict(cfg))
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``'train.steps=200'`` -> (['train', 'steps'], 200); the value is read as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key.sub=value")
-    key, raw = text.split("=", 1)
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{text}' has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override '{text}': value is not valid YAML") from err
-    return key.split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Set dotted overrides into a nested dict (a copy); type checks happen in ``from_dict``."""
-    data = _deep_copy(data)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{part}' is not a section")
-            node = child
-        node[path[-1]] = value
-    return data
 
 
-def _deep_copy(d: dict) -> dict:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
@@ -635,18 +513,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Experimen
     Raises:
         ConfigError: no such file or packaged config, invalid YAML, an unknown key or a wrong value.
     """
-    data: dict = {}
-    if path is not None:
-        path = resolve_config(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise ConfigError(f"config file {path} is not valid YAML{where}") from err
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data = loaded or {}
+    data = read_yaml(resolve_config(path)) if path is not None else {}
     return from_dict(ExperimentConfig, apply_overrides(data, list(overrides)))
 
 
@@ -660,16 +527,9 @@ def load_sections(path: str | Path, sections: tuple[str, ...]) -> dict:
         ConfigError: no such file or packaged config, invalid YAML, another section, a wrong value.
     """
     path = resolve_config(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML") from err
-    if not isinstance(data, dict) or set(data) - set(sections):
-        extra = sorted(set(data) - set(sections)) if isinstance(data, dict) else data
+    data = read_yaml(path)
+    if set(data) - set(sections):
+        extra = sorted(set(data) - set(sections))
         raise ConfigError(f"config file {path} may only set {', '.join(sections)}; it sets {extra}")
     cfg = from_dict(ExperimentConfig, data)  # type checks every key
     return {s: {k: getattr(getattr(cfg, s), k) for k in (data[s] or {})} for s in data}
-
-
-def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -14,7 +14,8 @@ import torch
 from tempoflow.codecs import CODECS, Codec, PixelCodec
 from tempoflow.codecs.autoencoder import AutoencoderCodec
 from tempoflow.codecs.video_wae import VideoWAECodec
-from tempoflow.config import DataConfig, ExperimentConfig, from_dict, save_config, to_dict
+from tempoflow.config import DataConfig, ExperimentConfig
+from tempoflow.configio import flatten, from_dict, save_yaml, to_dict
 from tempoflow.data import load_dataset, video_shape
 from tempoflow.data.latent_cache import load_latents
 from tempoflow.errors import CheckpointError, ConfigError, DataError
@@ -57,16 +58,6 @@ RESUMABLE = (
 )
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def resume_conflicts(saved: dict, new: dict) -> list[str]:
     """Settings that differ between a run's saved config and the one it is resumed with, and may not.
 
@@ -84,7 +75,7 @@ def resume_conflicts(saved: dict, new: dict) -> list[str]:
     Returns:
         One ``key: saved -> new`` entry per conflicting setting, in config order.
     """
-    old, now = _flat(saved), _flat(new)
+    old, now = flatten(saved), flatten(new)
     return [
         f"{key} {old.get(key, '(unset)')!r} -> {now.get(key, '(unset)')!r}"
         for key in dict.fromkeys([*old, *now])
@@ -228,7 +219,7 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     if method.captions == "required":
         _require_captions(cfg.method, data.captions, getattr(data, "paths", None))
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_yaml(cfg, out / "config.yaml")
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
     if getattr(method, "codec", None) is not None:  # the codec is rebuilt at load time: pin which one
         meta["codec_fingerprint"] = method.codec.fingerprint()

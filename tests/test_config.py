@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tempoflow.config import ExperimentConfig, load_config, save_config
+from tempoflow.config import ExperimentConfig, load_config
+from tempoflow.configio import save_yaml
 from tempoflow.errors import ConfigError
 
 
@@ -78,7 +79,7 @@ def test_a_partial_section_overrides_the_fields_own_default():
 def test_yaml_round_trip_and_errors(tmp_path):
     cfg = load_config(None, ["train.steps=7", "out_dir=x"])
     path = tmp_path / "c.yaml"
-    save_config(cfg, path)
+    save_yaml(cfg, path)
     assert load_config(path) == cfg
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")

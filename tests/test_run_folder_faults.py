@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from tempoflow.cli import main
-from tempoflow.config import load_config, save_config, to_dict
+from tempoflow.config import load_config
+from tempoflow.configio import save_yaml, to_dict
 from tempoflow.errors import CheckpointError, ConfigError
 from tempoflow.report.html import read_log
 from tempoflow.runs import load_run, resume_conflicts, train
@@ -310,7 +311,7 @@ def test_a_cut_log_line_is_skipped_with_a_warning(run):
 @pytest.mark.parametrize("command", ["train", "sample"])
 def test_the_cli_prints_one_line_and_exits_2(run, tmp_path, capsys, command):
     config = tmp_path / "tiny.yaml"
-    save_config(_cfg(run), config)
+    save_yaml(_cfg(run), config)
     if command == "train":
         file = run / LATEST / "state" / "optimizer.safetensors"
         argv = ["train", str(config), "--resume"]

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-from tempoflow.config import ExperimentConfig, to_dict
+from tempoflow.config import ExperimentConfig
+from tempoflow.configio import flatten as flatten_tree
+from tempoflow.configio import to_dict
 
 
 def cpu_name() -> str:
@@ -32,15 +34,9 @@ def hardware() -> str:
             f"torch {torch.__version__}")
 
 
-def flatten(metrics: dict, prefix: str = "") -> dict:
+def flatten(metrics: dict) -> dict:
     """``{"train": {"psnr": 1}}`` -> ``{"train/psnr": 1}`` for one-row-per-run tables."""
-    flat = {}
-    for k, v in metrics.items():
-        if isinstance(v, dict):
-            flat.update(flatten(v, f"{prefix}{k}/"))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
+    return flatten_tree(metrics, sep="/")
 
 
 def write_record(out: Path, ckpt, cfg: ExperimentConfig, t_start: float, metrics: dict, **extra) -> dict:

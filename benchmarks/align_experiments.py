@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from tempoflow.config import ALIGN_OBJECTIVES, load_config
+from tempoflow.config import load_config
 from tempoflow.data import load_dataset
 from tempoflow.evaluate import evaluate
 from tempoflow.evaluate.alignment import oracle_accuracy
 from tempoflow.evaluate.record import hardware
+from tempoflow.methods.align import ALIGN_OBJECTIVES
 from tempoflow.metrics.video import nearest_in_bucket
 from tempoflow.runs import build_codec, train
 from tempoflow.train.checkpoint import read_checkpoint

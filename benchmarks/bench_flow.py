@@ -50,16 +50,16 @@ def bench_train(method, data, batch: int, steps: int, warmup: int, device, dtype
 
 
 @torch.no_grad()
-def bench_sample(method, captions: list[str], device, dtype, repeats: int) -> tuple[float, int]:
+def bench_sample(method, captions: list[str], options, device, dtype, repeats: int) -> tuple[float, int]:
     """Generated frames per second (whole ODE solve with guidance) and the NFE of one solve."""
     method.eval()
     gen = torch.Generator(device=device).manual_seed(0)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        out = method.sample(captions, generator=gen)  # warm-up (and compilation)
+        out = method.sample(captions, generator=gen, options=options)  # warm-up (and compilation)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
-            out = method.sample(captions, generator=gen)
+            out = method.sample(captions, generator=gen, options=options)
         _sync(device)
     seconds = (time.perf_counter() - t0) / repeats
     return out.video.shape[0] * out.video.shape[1] / seconds, out.nfe
@@ -112,7 +112,8 @@ def main() -> None:
         steps = args.steps or (200 if device.type == "cuda" else 5)
         warmup = 10 if device.type == "cuda" else 1
         sps = bench_train(method, data, batch, steps, warmup, device, dtype)
-        fps, nfe = bench_sample(method, captions, device, dtype, repeats=5 if device.type == "cuda" else 1)
+        repeats = 5 if device.type == "cuda" else 1
+        fps, nfe = bench_sample(method, captions, cfg.sample, device, dtype, repeats=repeats)
         rows.append({
             "device": hardware() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads",
             "variant": name, "batch": batch, "train_steps_per_s": sps,

@@ -28,17 +28,18 @@ from tempoflow.nets.dit import count_parameters
 
 
 @torch.no_grad()
-def bench_sample(method, captions: list[str], fps: float, duration: float, device, dtype, repeats: int) -> dict:
+def bench_sample(method, captions: list[str], options, fps: float, duration: float, device, dtype,
+                 repeats: int) -> dict:
     """Frames per second of generation at ``fps`` over ``duration`` seconds, and NFE per video second."""
     method.eval()
     times = torch.arange(1, round(duration * fps) + 1, dtype=torch.float32) / fps  # seconds
     gen = torch.Generator(device=device).manual_seed(0)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        out = method.sample(captions, generator=gen, times=times)  # warm-up (and compilation)
+        out = method.sample(captions, generator=gen, options=options, times=times)  # warm-up (and compilation)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
-            out = method.sample(captions, generator=gen, times=times)
+            out = method.sample(captions, generator=gen, options=options, times=times)
         _sync(device)
     seconds = (time.perf_counter() - t0) / repeats
     frames = out.video.shape[0] * out.video.shape[1]
@@ -60,7 +61,8 @@ def main() -> None:
         print(f"{where[:40]:40s} {name:13s} train {sps:8.2f} steps/s (batch {batch} videos x "
               f"{cfg.vlfm.times_per_video} times)", flush=True)
         for fps in (8.0, 24.0, 48.0):
-            r = bench_sample(method, captions, fps, duration, device, dtype, 5 if device.type == "cuda" else 1)
+            repeats = 5 if device.type == "cuda" else 1
+            r = bench_sample(method, captions, cfg.sample, fps, duration, device, dtype, repeats)
             rows.append({"device": where, "variant": name, "train_steps_per_s": sps, "batch": batch,
                          "sample_batch": len(captions), "duration_s": duration,
                          "params_M": count_parameters(method.net) / 1e6, **r})

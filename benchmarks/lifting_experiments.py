@@ -38,10 +38,9 @@ from tempoflow.data import load_dataset
 from tempoflow.evaluate.record import hardware
 from tempoflow.evaluate.trajectories import timed_rollout, trajectory_scores
 from tempoflow.methods.lifting import StochasticLifting
-from tempoflow.methods.rollout import context_length, frame_times, initial_frames
 from tempoflow.metrics.qoi import mass, wasserstein_1d
 from tempoflow.report.html import read_log
-from tempoflow.runs import load_run, train
+from tempoflow.runs import context_length, initial_frames, load_run, method_parts, train
 from tempoflow.train.checkpoint import read_checkpoint
 from tempoflow.train.trainer import Trainer
 
@@ -103,7 +102,7 @@ def scores(method, cfg: ExperimentConfig, n: int, seed: int, next_frame=None) ->
     context = context_length(cfg)
     run = timed_rollout(method, initial_frames(cfg, n), test.videos.shape[1] - context, seed, next_frame)
     steps = run["frames"].shape[1] - context
-    times = frame_times(cfg, run["frames"].shape[1])
+    times = method.frame_times(run["frames"].shape[1])
     out = trajectory_scores(run["frames"], test.videos, times, cfg.data.name, context)
     out.update(nfe_per_frame=run["nfe"] / steps, ms_per_frame=1e3 * run["seconds"] / steps)
     return {**out, "frames": run["frames"]}
@@ -190,7 +189,7 @@ def direct_jump(args: argparse.Namespace, kind: str, main_run: dict) -> list[dic
         _, C, H, W = jump.shape[1:]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
-            method = StochasticLifting(cfg, (2, C, H, W))
+            method = StochasticLifting(cfg.lifting, (2, C, H, W), **method_parts(cfg))
         meta = {"method": "lifting", "video_shape": [2, C, H, W], "fps": train_set.fps}
         jump_loss = (
             Trainer(method, jump, None, cfg.train, run, to_dict(cfg), meta, cfg.device).fit().last_loss

@@ -24,6 +24,7 @@ and every held-out combination, never seen in training.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -97,7 +98,8 @@ def score(method, cfg: ExperimentConfig, pairs: list[tuple[str, str]], refs: dic
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = method.sample(captions, generator=gen, guidance=guidance)
+        options = cfg.sample if guidance is None else dataclasses.replace(cfg.sample, guidance=guidance)
+        out = method.sample(captions, generator=gen, options=options)
     videos = out.video.float().cpu()
     row: dict = {"sampling_seconds": time.perf_counter() - t0, "nfe": out.nfe}
     for split in ("train", "heldout"):
@@ -141,7 +143,8 @@ def evaluate_snapshots(cfg: ExperimentConfig, text, snapshots: list[dict], seed:
             captions = [c for _, c in pairs for _ in range(cfg.sample.num_per_prompt)]
             splits = [s for s, _ in pairs for _ in range(cfg.sample.num_per_prompt)]
             with torch.no_grad():
-                video = method.sample(captions, generator=torch.Generator().manual_seed(seed), times=grid).video
+                video = method.sample(captions, generator=torch.Generator().manual_seed(seed), options=cfg.sample,
+                                      times=grid).video
             for r, idx in index.items():
                 rates[f"{r:g}fps"] = {
                     split: oracle_scores(video[[j for j, s in enumerate(splits) if s == split]][:, idx].float(),

@@ -116,13 +116,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from tempoflow.runs import load_run
     from tempoflow.viewing import tile, upscale
 
-    method, _, ckpt = load_run(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
+    method, cfg, ckpt = load_run(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     # A bar per network evaluation (or frame), on stderr, only where someone watches it.
     progress = not args.quiet and sys.stderr.isatty()
     if method.task == "trajectory":  # lifting, ardm: unconditional roll-outs, no captions
-        return _sample_trajectories(method, ckpt, gen, args, progress)
+        return _sample_trajectories(method, cfg, ckpt, gen, args, progress)
     if not args.prompt:
         raise ConfigError(f"method '{method.name}' needs --prompt (one or more captions)")
     captions = [p for p in args.prompt for _ in range(args.num)]
@@ -137,17 +137,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         frames = max(1, round(duration * fps))
         _require_sample_memory(len(captions), frames, ckpt.meta, args.scale)
         times = torch.arange(1, frames + 1, dtype=torch.float64) / fps
-        out = method.sample(captions, generator=gen, times=times.float(), progress=progress)
+        out = method.sample(captions, generator=gen, options=cfg.sample, times=times.float(), progress=progress)
     elif args.frames is not None:
         if args.frames < 1:
             raise ConfigError(f"--frames must be >= 1, got {args.frames}")
         if method.continuous_time:
             raise ConfigError("--frames: a continuous-time method (vlfm) takes --fps and --duration")
         _require_sample_memory(len(captions), args.frames, ckpt.meta, args.scale)
-        out = method.sample(captions, generator=gen, num_frames=args.frames, progress=progress)
+        out = method.sample(captions, generator=gen, options=cfg.sample, num_frames=args.frames,
+                            progress=progress)
     else:
         _require_sample_memory(len(captions), None, ckpt.meta, args.scale)
-        out = method.sample(captions, generator=gen, progress=progress)
+        out = method.sample(captions, generator=gen, options=cfg.sample, progress=progress)
     video = upscale(tile(out.video.float().cpu(), len(args.prompt)), args.scale)
     path = write_video(args.out, video, fps=fps)
     print(f"wrote {path} ({len(captions)} samples, NFE {out.nfe})")
@@ -166,15 +167,16 @@ def _require_sample_memory(num: int, frames: int | None, meta: dict, scale: int)
                    "lower --num, --frames, --duration, --fps or --scale")
 
 
-def _sample_trajectories(method, ckpt, gen, args: argparse.Namespace, progress: bool) -> int:
+def _sample_trajectories(method, cfg, ckpt, gen, args: argparse.Namespace, progress: bool) -> int:
     """``--num`` roll-outs of ``--frames`` frames from the test split's first frames, in one row."""
     from tempoflow.data.io import write_video
+    from tempoflow.runs import initial_frames
     from tempoflow.viewing import tile, upscale, viewable
 
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     _require_sample_memory(args.num, args.frames, ckpt.meta, args.scale)
-    out = method.sample(num_samples=args.num, generator=gen, num_frames=args.frames, progress=progress)
+    out = method.sample(initial_frames(cfg, args.num), generator=gen, num_frames=args.frames, progress=progress)
     video = out.video.float().cpu()
     if not method.clamp:  # physics fields: their range mapped to [0, 1] for viewing
         video = viewable(video, float(video.min()), float(video.max()))

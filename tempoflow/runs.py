@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from tempoflow.codecs import CODECS, Codec, PixelCodec
 from tempoflow.codecs.autoencoder import AutoencoderCodec
 from tempoflow.codecs.video_wae import VideoWAECodec
-from tempoflow.config import DataConfig, ExperimentConfig
+from tempoflow.config import ExperimentConfig
 from tempoflow.configio import flatten, from_dict, save_yaml, to_dict
-from tempoflow.data import load_dataset, video_shape
+from tempoflow.data import DataConfig, frame_rate, is_field_data, load_dataset, video_shape
 from tempoflow.data.latent_cache import load_latents
 from tempoflow.errors import CheckpointError, ConfigError, DataError
 from tempoflow.methods import Method, method_class
@@ -155,27 +156,61 @@ def caption_vocabulary(data: DataConfig) -> list[str]:
     raise ConfigError(f"method align needs captioned data (data.name shapes or digits), got '{data.name}'")
 
 
-def method_parts(cfg: ExperimentConfig) -> dict:
-    """What ``cfg.method`` is built with besides its config, video shape and text encoder."""
-    if cfg.method in ("flow", "vlfm"):
-        section = getattr(cfg, cfg.method)
-        return {"codec": build_codec(section.codec, section.codec_path, f"{cfg.method}.codec_path")}
-    if cfg.method == "align":
+def starts_at_zero(data: DataConfig) -> bool:
+    """Frame 0 is the physics initial state at t = 0 (``data.physics.include_initial``); otherwise video
+    frame k (1-based) sits at k / fps (DESIGN §1)."""
+    return is_field_data(data) and data.physics.include_initial
+
+
+def context_length(cfg: ExperimentConfig) -> int:
+    """Given frames a roll-out starts from: the one fixed initial state of physics data stored as frame 0,
+    otherwise the first ``m`` frames (``lifting.window``) of a video."""
+    return 1 if starts_at_zero(cfg.data) else cfg.lifting.window
+
+
+def initial_frames(cfg: ExperimentConfig, n: int, split: str = "test") -> Tensor:
+    """The first :func:`context_length` frames of ``n`` trajectories of ``split`` (cycled when it holds
+    fewer): ``(n, k, C, H, W)``, what a trajectory method's ``sample`` rolls out from. For physics data
+    they are all the fixed initial state."""
+    videos = load_dataset(cfg.data, split).videos
+    rows = torch.arange(n) % len(videos)
+    return videos[rows, : context_length(cfg)]
+
+
+def method_parts(cfg: ExperimentConfig, text: TextEncoder | None = None) -> dict:
+    """What ``cfg.method`` is built with besides its own section and the video shape: built parts
+    (text encoder, codec) and what it needs to know of the data and of shared sections."""
+    method = cfg.method
+    timing = {"fields": is_field_data(cfg.data), "fps": frame_rate(cfg.data),
+              "first_frame_at_zero": starts_at_zero(cfg.data)}
+    if method in ("flow", "vlfm"):
+        section = getattr(cfg, method)
+        parts = {"text": text or text_encoder(cfg), "model": cfg.model,
+                 "codec": build_codec(section.codec, section.codec_path, f"{method}.codec_path")}
+        return {**parts, "fps": timing["fps"]} if method == "vlfm" else parts
+    if method == "align":
         vocabulary = caption_vocabulary(cfg.data)  # also refuses data without captions
         if not cfg.align.video_path:
             raise ConfigError("align.video_path must name a trained video_wae run (the video space)")
-        return {"codec": build_codec("video_wae", cfg.align.video_path, "align.video_path"), "vocabulary": vocabulary}
+        return {"text": text or text_encoder(cfg), "vocabulary": vocabulary,
+                "codec": build_codec("video_wae", cfg.align.video_path, "align.video_path")}
+    if method == "autoencoder":
+        return {"fields": timing["fields"]}
+    if method == "lifting":
+        return timing
+    if method == "ardm":
+        return {**timing, "lifting": cfg.lifting}
     return {}
 
 
 def build_method(cfg: ExperimentConfig, text: TextEncoder | None = None) -> Method:
-    """The method named by ``cfg.method``, with fresh weights (seeded by ``train.seed``)."""
+    """The method named by ``cfg.method`` with fresh weights (seeded by ``train.seed``), built from its
+    own config section and the parts :func:`method_parts` hands it."""
     cls = method_class(cfg.method)
-    text = text or text_encoder(cfg)
-    parts = method_parts(cfg)
+    parts = method_parts(cfg, text)
     with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching global RNG
         torch.manual_seed(cfg.train.seed)
-        return cls(cfg, video_shape(cfg.data), text, **parts)
+        return cls(getattr(cfg, cfg.method), video_shape(cfg.data), **parts)
 
 
 def train(

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from tempoflow.cli import main
-from tempoflow.config import ALIGN_OBJECTIVES, load_config
+from tempoflow.config import load_config
 from tempoflow.errors import ConfigError
 from tempoflow.evaluate.alignment import retrieval_recall
-from tempoflow.methods.align import MappingMLP, bucket_ids_of
+from tempoflow.methods.align import ALIGN_OBJECTIVES, MappingMLP, bucket_ids_of
 from tempoflow.methods.contrastive import bucket_loss
 from tempoflow.runs import build_method, caption_vocabulary, train
 from tempoflow.text.augment import vocabulary_of

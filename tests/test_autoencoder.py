@@ -10,6 +10,7 @@ import torch
 from tempoflow.cli import main
 from tempoflow.config import load_config
 from tempoflow.errors import CheckpointError, ConfigError, DataError
+from tempoflow.methods.base import SamplingOptions
 from tempoflow.runs import build_codec, build_method, train
 
 from .conftest import TINY, overfit_l1
@@ -84,7 +85,7 @@ def test_flow_in_autoencoder_latent_space_end_to_end(tmp_path, ae_run):
     method, _, _ = load_run(run, device="cpu")
     after = method.codec.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the codec stayed frozen
-    out = method.sample(["a red circle moves left"], generator=torch.Generator().manual_seed(0), steps=2)
+    out = method.sample(["a red circle moves left"], generator=torch.Generator().manual_seed(0), options=SamplingOptions(steps=2))
     assert out.latents.shape == (1, 4, 2, 8, 8) and out.video.shape == (1, 4, 3, 16, 16)
     assert main(["eval", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu", "sample.steps=1"]) == 0
 

@@ -37,7 +37,7 @@ class PerfectModel(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(()))
         self.frame_times = torch.arange(1, num_frames + 1) / fps
 
-    def sample(self, captions, generator=None, times=None):
+    def sample(self, captions, generator=None, options=None, times=None):
         first = self.data.buckets()
         video = torch.stack([render_at(self.data, first[c][0], times) for c in captions])
         return Samples(video=video, latents=video, nfe=0, times=times)

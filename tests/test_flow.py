@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tempoflow.config import DiTConfig
 from tempoflow.data import load_dataset
 from tempoflow.flows.solvers import solve_ode
+from tempoflow.methods.base import SamplingOptions
 from tempoflow.methods.conditioning import encode_captions
-from tempoflow.nets.dit import DiT
+from tempoflow.nets.dit import DiT, DiTConfig
 from tempoflow.nets.unet import UNetConfig
 from tempoflow.nets.video_unet import StackedFramesUNet
 from tempoflow.runs import build_method
@@ -82,15 +82,14 @@ def test_guidance_scale_one_is_the_conditional_model(tiny_cfg):
     method = build_method(tiny_cfg()).eval()
     _perturb(method.net)
     g1 = torch.Generator().manual_seed(3)
-    out = method.sample(CAPTIONS, generator=g1, solver="euler", steps=3, guidance=1.0)
+    out = method.sample(CAPTIONS, generator=g1, options=SamplingOptions(solver="euler", steps=3, guidance=1.0))
     assert out.nfe == 3  # no unconditional half at w = 1
     cond = encode_captions(method.text, CAPTIONS, torch.device("cpu"))
     x_init = torch.randn((2, method.num_frames, *method.latent_shape), generator=torch.Generator().manual_seed(3))
     ref = solve_ode(lambda x, t: method.net(x, t.expand(2), **cond), x_init, torch.tensor([0.0, 1.0]),
                     method="euler", steps=3)
     assert torch.allclose(out.latents, ref.xs[-1], atol=1e-6)
-    guided = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(3), solver="euler", steps=3,
-                           guidance=3.0)
+    guided = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(3), options=SamplingOptions(solver="euler", steps=3, guidance=3.0))
     assert guided.nfe == 3 and not torch.allclose(guided.latents, out.latents)
 
 
@@ -98,12 +97,12 @@ def test_guidance_scale_one_is_the_conditional_model(tiny_cfg):
 def test_sample_shapes_and_determinism(tiny_cfg, overrides):
     method = build_method(tiny_cfg(*overrides)).eval()
     _perturb(method.net)
-    a = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(0), solver="heun", steps=2)
-    b = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(0), solver="heun", steps=2)
+    a = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(0), options=SamplingOptions(solver="heun", steps=2))
+    b = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(0), options=SamplingOptions(solver="heun", steps=2))
     assert a.video.shape == (2, 4, 3, 16, 16) and a.video.min() >= 0 and a.video.max() <= 1
     assert torch.equal(a.video, b.video)
     assert a.nfe == 2 * 2 * 1  # heun: 2 evaluations per step, guided batch is one call
-    c = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(0), solver="dopri5")
+    c = method.sample(CAPTIONS, generator=torch.Generator().manual_seed(0), options=SamplingOptions(solver="dopri5"))
     assert c.nfe > 0 and c.video.shape == a.video.shape
 
 
@@ -145,9 +144,9 @@ def test_guidance_on_a_model_never_trained_unconditionally_warns(tiny_cfg, recwa
     """Field case 18: with caption_dropout=0 the unconditional velocity is untrained; guidance != 1 warns."""
     method = build_method(tiny_cfg("flow.caption_dropout=0.0")).eval()
     with pytest.warns(UserWarning, match=r"flow.caption_dropout=0"):
-        method.sample(CAPTIONS[:1], generator=torch.Generator().manual_seed(0), steps=1, guidance=2.0)
+        method.sample(CAPTIONS[:1], generator=torch.Generator().manual_seed(0), options=SamplingOptions(steps=1, guidance=2.0))
     recwarn.clear()
-    method.sample(CAPTIONS[:1], generator=torch.Generator().manual_seed(0), steps=1, guidance=1.0)
+    method.sample(CAPTIONS[:1], generator=torch.Generator().manual_seed(0), options=SamplingOptions(steps=1, guidance=1.0))
     assert not [w for w in recwarn if "caption_dropout" in str(w.message)]
 
 
@@ -160,7 +159,7 @@ def test_non_finite_samples_are_named_by_caption(tiny_cfg):
         next(method.net.parameters()).fill_(float("nan"))
     with pytest.raises(SolverError, match=r"samples 0 \('a red circle moves left'\), 1 \('a blue square'\) of 2 "
                                           r"came out NaN or inf"):
-        method.sample(["a red circle moves left", "a blue square"], steps=1)
+        method.sample(["a red circle moves left", "a blue square"], options=SamplingOptions(steps=1))
 
 
 def test_min_sigma_too_small_is_refused_with_the_reason(tiny_cfg):

@@ -20,7 +20,7 @@ from tempoflow.data.physics import simulate
 from tempoflow.errors import ConfigError
 from tempoflow.methods.lifting import pair_labels
 from tempoflow.methods.rollout import Step, pad_window, rollout, training_pairs
-from tempoflow.runs import build_method, train
+from tempoflow.runs import build_method, initial_frames, train
 
 # Tiny physics runs: 12 trajectories (9 train, 3 test) of 8x8 with 6 stored times + the initial state.
 TINY_PHYSICS = [
@@ -200,21 +200,22 @@ def test_rollout_calls_once_per_frame_and_keeps_given_frames():
 @pytest.mark.parametrize("method", ["lifting", "ardm"])
 def test_network_calls_per_frame_and_shapes(physics_cfg, method):
     """lifting: exactly 1 UNet call per frame; ardm with Euler: s calls, with Heun: 2 s."""
-    m = build_method(physics_cfg(method=method))
+    cfg = physics_cfg(method=method)
+    m = build_method(cfg)
     calls = count_calls(m.net)
-    T, C, H, W = video_shape(m.cfg.data)
+    T, C, H, W = video_shape(cfg.data)
     frames = m.rollout(
         torch.rand(2, 1, C, H, W), steps=5, n_samples=3, generator=torch.Generator().manual_seed(0)
     )
     per_frame = 1 if method == "lifting" else 2  # ardm.steps=2, euler
     assert frames.shape == (6, 6, C, H, W) and calls[0] == 5 * per_frame
-    out = m.sample(num_samples=3, generator=torch.Generator().manual_seed(0))
+    out = m.sample(initial_frames(cfg, 3), generator=torch.Generator().manual_seed(0))
     assert out.video.shape == (3, T, C, H, W) and out.nfe == (T - 1) * per_frame
     assert out.times.tolist() == pytest.approx([k * 2.0 / 6 for k in range(T)])  # sde t_end = 2 s, 6 times
     if method == "ardm":
         calls[0] = 0
         out = m.sample(
-            num_samples=2, generator=torch.Generator().manual_seed(0), solver_steps=3, solver="heun"
+            initial_frames(cfg, 2), generator=torch.Generator().manual_seed(0), solver_steps=3, solver="heun"
         )
         assert calls[0] == out.nfe == (T - 1) * 2 * 3
 
@@ -231,9 +232,10 @@ def test_different_labels_give_different_samples(physics_cfg):
 
 def test_lifting_losses_match_their_formulas(physics_cfg):
     """Reference: eq. 6 (mean squared error) and BCE written out in numpy."""
-    m = build_method(physics_cfg())
+    cfg = physics_cfg()
+    m = build_method(cfg)
     randomise(m.net)
-    videos = load_dataset(m.cfg.data, "train").videos[:3]
+    videos = load_dataset(cfg.data, "train").videos[:3]
     batch = {"video": videos, "index": torch.arange(3)}
     pairs = training_pairs(videos, batch["index"], m.window, 2, torch.Generator().manual_seed(4))
     out = m.net(pairs.window, label=pair_labels(0, pairs.index, pairs.frame, 4)).detach().double().numpy()
@@ -249,9 +251,10 @@ def test_lifting_losses_match_their_formulas(physics_cfg):
 def test_ardm_flow_matching_target_is_the_condot_closed_form(physics_cfg):
     """Reference: x_t = t x_1 + (1 − (1 − σ_min) t) x_0 and target x_1 − (1 − σ_min) x_0 (DESIGN §3),
     with the generator's draws replayed in the loss's order (frames, x_0, t)."""
-    m = build_method(physics_cfg("ardm.sigma_min=0.1", method="ardm"))
+    cfg = physics_cfg("ardm.sigma_min=0.1", method="ardm")
+    m = build_method(cfg)
     randomise(m.net)
-    videos = load_dataset(m.cfg.data, "train").videos[:3]
+    videos = load_dataset(cfg.data, "train").videos[:3]
     captured = {}
     m.net.register_forward_hook(
         lambda mod, args, kwargs, out: captured.update(x=args[0], t=kwargs["t"], v=out), with_kwargs=True

@@ -157,7 +157,7 @@ def test_ema_skips_the_frozen_codec():
 
 
 def test_lr_schedule_warmup_then_cosine():
-    from tempoflow.config import TrainConfig
+    from tempoflow.train.trainer import TrainConfig
 
     f = lr_lambda(TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1))
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
@@ -169,10 +169,22 @@ def test_each_discriminator_is_clipped_on_its_own():
     # vector the discriminator's would shrink 1000-fold; per group (clip_groups) it is left as it is.
     from torch import nn
 
+    from tempoflow.methods.base import Method
     from tempoflow.nets.discriminator import LatentDiscriminator
     from tempoflow.train.trainer import clip_groups
 
-    model = nn.ModuleDict({"gen": nn.Linear(4, 4), "disc": LatentDiscriminator(4, 8)})
+    class Adversarial(Method):  # what a method with a discriminator declares: its players
+        def __init__(self):
+            super().__init__()
+            self.gen, self.disc = nn.Linear(4, 4), LatentDiscriminator(4, 8)
+
+        def players(self):
+            return [self.disc]
+
+        def __getitem__(self, name):
+            return getattr(self, name)
+
+    model = Adversarial()
     groups = clip_groups(model)
     disc_ids = {id(p) for p in model["disc"].parameters()}
     assert len(groups) == 2 and {id(p) for p in groups[0]} == disc_ids

@@ -13,6 +13,7 @@ from tempoflow.config import load_config
 from tempoflow.errors import ConfigError
 from tempoflow.flows.legendre import legs_projection
 from tempoflow.flows.video_path import trajectory
+from tempoflow.methods.base import SamplingOptions
 from tempoflow.runs import build_method
 
 from .conftest import TINY
@@ -33,7 +34,7 @@ class OracleNet(nn.Module):
         B, shape = x.shape[0], x.shape[2:]
         t = t.expand(B) if t.ndim == 0 else t
         H = self.H.expand(B, -1, -1)
-        if m.cfg.vlfm.prediction == "data":
+        if m.cfg.prediction == "data":
             mean, change = trajectory(H, t[:, None], T, m.path.hold_until(T, N))
             mean, change = mean[:, 0].view(B, *shape), change[:, 0].view(B, *shape) / m.fps
             return torch.cat([mean, change], 1)[:, None]
@@ -52,7 +53,7 @@ def _method_with_oracle(prediction: str, schedule: str, degree: int, extra: list
     t = method.frame_times.double()
     coeffs = torch.randn(degree + 1, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     frames = sum(c * (t[:, None] / method.duration) ** k for k, c in enumerate(coeffs))  # (N, d) polynomial
-    H = legs_projection(frames[None].float(), method.cfg.vlfm.order, "lstsq")  # (1, d, s)
+    H = legs_projection(frames[None].float(), method.cfg.order, "lstsq")  # (1, d, s)
     method.net = OracleNet(method, H)
     return method, H
 
@@ -115,7 +116,7 @@ def test_velocity_sampler_follows_the_conditional_path(schedule):
     velocity from ψ_0 = z with RK4 must land on it at the frame times."""
     method, H = _method_with_oracle("velocity", schedule, degree=2)
     z = torch.randn((1, 1, *method.latent_shape), generator=torch.Generator().manual_seed(2))
-    out = method.sample(["x"], generator=torch.Generator().manual_seed(2), solver="rk4", steps_per_frame=64)
+    out = method.sample(["x"], generator=torch.Generator().manual_seed(2), steps_per_frame=64, options=SamplingOptions(solver="rk4"))
     t = method.frame_times
     d = H.shape[1]
     expected = method.path.sigma(t, method.duration, method.num_frames)[:, None] * z.view(1, d) + \
@@ -128,9 +129,9 @@ def test_one_solve_serves_any_frame_rate():
     cfg = load_config(None, [*TINY, *VLFM])
     method = build_method(cfg)
     gen = torch.Generator().manual_seed(0)
-    slow = method.sample(["a red circle moves left"], generator=gen, solver="euler")
-    fast = method.sample(["a red circle moves left"], generator=gen, solver="euler",
-                         times=torch.arange(1, 25) / 48.0)  # the same 0.5 s at 48 fps
+    slow = method.sample(["a red circle moves left"], generator=gen, options=SamplingOptions(solver="euler"))
+    fast = method.sample(["a red circle moves left"], generator=gen,
+                         times=torch.arange(1, 25) / 48.0, options=SamplingOptions(solver="euler"))  # the same 0.5 s at 48 fps
     assert fast.video.shape[1] == 24 and slow.video.shape[1] == method.num_frames
     # the training frames end at T = N / fps; the same span at 48 fps needs no extra step
     assert fast.nfe == slow.nfe == method.num_frames * cfg.vlfm.steps_per_frame

@@ -4,22 +4,73 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from tempoflow.configio import require
+from tempoflow.data.digits import DigitsConfig
+from tempoflow.data.folder import FolderConfig
+from tempoflow.data.physics.porous import PorousConfig
+from tempoflow.data.physics.sde import SDEConfig
+from tempoflow.data.physics.wave import WaveConfig
+from tempoflow.data.shapes import ShapesConfig
 from tempoflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tempoflow.config import DataConfig
     from tempoflow.data.digits import DigitsDataset
     from tempoflow.data.shapes import ShapesDataset
 
 PHYSICS_KINDS = ("wave", "porous", "sde")  # data.name values served by tempoflow.data.physics
 DATASETS = ("shapes", "digits", "folder", *PHYSICS_KINDS)
 PHYSICS_SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class PhysicsConfig:
+    """Physics trajectories (seed 001 appendix D; ``tempoflow.data.physics``), used when ``data.name`` is
+    "wave", "porous" or "sde" (the name is the kind). The kind's own settings — ``t_end`` in seconds, the
+    medium, the SDE's rates — are its sub-section, e.g. ``data.physics.wave.t_end``. Defaults are sized for
+    a CPU; the paper's sizes are in the comments."""
+
+    n_trajectories: int = 128  # M, train + test (paper: 1024 wave, 1000 porous)
+    size: int = 32  # grid side (paper: 64 wave, 100 porous)
+    n_times: int = 32  # stored times evenly on (0, t_end] (paper: 64 wave, 50 porous)
+    seed: int = 0  # trajectory i is a function of (seed, i) only
+    test_fraction: float = 0.25  # share of the trajectories held out (the "test" split)
+    split_seed: int = 0  # permutation that draws the test trajectories
+    cache_dir: str = "data/physics"  # simulations are cached here; "" = simulate on every load
+    # Prepend the fixed initial state u(0) (not stored by the simulators) as frame 0 at t = 0, so that a
+    # roll-out starts from the one deterministic initial condition, as in the paper's Algorithm 2.
+    include_initial: bool = True
+    wave: WaveConfig = field(default_factory=WaveConfig)
+    porous: PorousConfig = field(default_factory=PorousConfig)
+    sde: SDEConfig = field(default_factory=SDEConfig)
+
+    def __post_init__(self) -> None:
+        require(self.n_trajectories >= 2, f"data.physics.n_trajectories must be >= 2, got {self.n_trajectories}")
+        require(self.size >= 4, f"data.physics.size must be >= 4, got {self.size}")
+        require(self.n_times >= 1, f"data.physics.n_times must be >= 1, got {self.n_times}")
+        require(self.seed >= 0, f"data.physics.seed must be >= 0, got {self.seed}")
+        require(0.0 < self.test_fraction < 1.0,
+                 f"data.physics.test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to train on; ``name`` selects the sub-config that is used: "shapes" or "digits"
+    (captioned video), "folder" (your videos: a folder or an Open-Sora-style CSV), or a physics kind
+    "wave", "porous", "sde" (``physics``)."""
+
+    name: str = "shapes"
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    digits: DigitsConfig = field(default_factory=DigitsConfig)  # used when name is "digits"
+    folder: FolderConfig = field(default_factory=FolderConfig)  # used when name is "folder": your videos
+    # Folder written by `tempoflow data encode`: train on its latents instead of encoding every batch.
+    latent_cache: str = ""
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from tempoflow.data.shapes import ShapesDataset, render_at
+from tempoflow.methods.base import SamplingOptions
 from tempoflow.metrics.video import nearest_in_bucket, psnr_per_frame, ssim_per_frame
 
 
@@ -68,7 +69,8 @@ def linear_between_frames(frames: Tensor, fps: float, times: Tensor) -> Tensor:
 
 @torch.no_grad()
 def continuous_time_scores(
-    method, data: ShapesDataset, captions: list[str], grid: TimeGrid, seed: int = 0, chunk: int = 16
+    method, data: ShapesDataset, captions: list[str], grid: TimeGrid, seed: int = 0,
+    options: SamplingOptions | None = None, chunk: int = 16,
 ) -> dict:
     """Generate each caption on ``grid`` and score it against the renderer at the same times.
 
@@ -81,6 +83,8 @@ def continuous_time_scores(
         data: the split the captions' buckets come from (its scenes give the truth at any time).
         captions: prompts (each must have a bucket in ``data``).
         grid: output times (see :func:`time_grid`).
+        seed: the samples' noise.
+        options: how to sample (the run's ``sample`` section); default ``SamplingOptions()``.
 
     Returns:
         ``{"summary": {...}, "psnr_vs_time": [(t, dB)], "ssim_vs_time": [...], "baseline_vs_time": [...],
@@ -98,7 +102,7 @@ def continuous_time_scores(
     union = union.div(1e6).float()
     M = grid.times.numel()
     out = torch.cat([
-        method.sample(captions[i : i + chunk], generator=gen, times=union).video.float().cpu()
+        method.sample(captions[i : i + chunk], generator=gen, options=options, times=union).video.float().cpu()
         for i in range(0, len(captions), chunk)
     ])  # (B, |union|, C, H, W)
     samples, own = out[:, where[:M]], out[:, where[M:]]  # on the grid; at the training frame times

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from torch import Tensor
 
-from tempoflow.config import ExperimentConfig
+from tempoflow.config import ExperimentConfig, SampleConfig
 from tempoflow.data import load_dataset
 from tempoflow.data.io import write_video
 from tempoflow.evaluate.continuous_time import continuous_time_scores, time_grid
@@ -33,7 +32,7 @@ from tempoflow.evaluate.scores import (
     matched_psnr_vs_time,
     oracle_scores,
 )
-from tempoflow.methods import Method
+from tempoflow.methods import Method, Samples
 from tempoflow.report.html import VideoCell, read_log, write_report
 from tempoflow.viewing import tile, upscale
 
@@ -58,16 +57,19 @@ def default_prompts(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     return [("train", c) for c in _spread(train, n_train)] + [("heldout", c) for c in _spread(held, n_held)]
 
 
-def sample_prompts(method: Method, prompts: list[str], per_prompt: int, seed: int) -> tuple[Tensor, int, float]:
-    """All samples ``(P*K, T, C, H, W)`` (prompt-major), the NFE per batch and the seconds taken."""
+def sample_prompts(method: Method, prompts: list[str], sc: SampleConfig) -> tuple[Samples, float]:
+    """``sc.num_per_prompt`` samples of every prompt from seed ``sc.seed``: the samples (video
+    ``(P*K, T, C, H, W)``, prompt-major, on the CPU) and the seconds taken."""
     device = next(method.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    captions = [p for p in prompts for _ in range(per_prompt)]
+    gen = torch.Generator(device=device).manual_seed(sc.seed)
+    captions = [p for p in prompts for _ in range(sc.num_per_prompt)]
     t0 = time.perf_counter()
-    out = method.sample(captions, generator=gen, progress=True)
+    out = method.sample(captions, generator=gen, options=sc, progress=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return out.video.float().cpu(), out.nfe, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    out.video = out.video.float().cpu()
+    return out, seconds
 
 
 def time_scores(method: Method, cfg: ExperimentConfig, pairs: list[tuple[str, str]], metrics: dict,
@@ -81,7 +83,7 @@ def time_scores(method: Method, cfg: ExperimentConfig, pairs: list[tuple[str, st
         captions = [c for s, c in pairs if s == split]
         if not captions:
             continue
-        res = continuous_time_scores(method, load_dataset(cfg.data, split), captions, grid, seed)
+        res = continuous_time_scores(method, load_dataset(cfg.data, split), captions, grid, seed, cfg.sample)
         metrics[split].update({f"time_{k}": v for k, v in res["summary"].items()})
         series[f"{split}: model"] = res["psnr_vs_time"]
         series[f"{split}: baseline"] = res["baseline_vs_time"]
@@ -103,7 +105,8 @@ def evaluate_text_to_video(method: Method, cfg: ExperimentConfig, ckpt, out: Pat
     pairs = default_prompts(cfg)
     prompts = [c for _, c in pairs]
     K = sc.num_per_prompt
-    videos, nfe, seconds = sample_prompts(method, prompts, K, sc.seed)
+    out_samples, seconds = sample_prompts(method, prompts, sc)
+    videos, nfe = out_samples.video, out_samples.nfe
     B, T = videos.shape[:2]
 
     # One-to-many scores: PSNR against the closest video of the caption's bucket, oracle accuracy.
@@ -135,9 +138,7 @@ def evaluate_text_to_video(method: Method, cfg: ExperimentConfig, ckpt, out: Pat
             over_time[split] = [(float(t), float(p)) for t, p in zip(times, psnr_t)]
     metrics.update({
         "nfe": nfe,
-        "solver": sc.solver,
-        "steps": sc.steps,
-        "guidance": sc.guidance,
+        **out_samples.settings,  # what the sampler used (vlfm: steps per frame, not sample.steps)
         "sampling_seconds": seconds,
         "frames_per_second": B * T / seconds,
     })
@@ -180,7 +181,8 @@ def evaluate_text_to_video(method: Method, cfg: ExperimentConfig, ckpt, out: Pat
         flat,
         cells,
         read_log(ckpt.path.parent.parent / "log.jsonl"),
-        notes=f"{K} samples per prompt, seed {sc.seed}, {sc.solver} x {sc.steps}, guidance {sc.guidance}.",
+        notes=f"{K} samples per prompt, seed {sc.seed}, "
+              + ", ".join(f"{k} {v}" for k, v in out_samples.settings.items()) + ".",
         curves=curves,
     )
     return record

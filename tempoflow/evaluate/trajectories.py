@@ -29,7 +29,7 @@ from tempoflow.config import ExperimentConfig
 from tempoflow.data import PHYSICS_KINDS, load_dataset
 from tempoflow.data.io import write_video
 from tempoflow.evaluate.record import write_record
-from tempoflow.methods.rollout import NextFrameMethod, context_length, frame_times, initial_frames, rollout
+from tempoflow.methods.rollout import NextFrameMethod, rollout
 from tempoflow.metrics.qoi import (
     crossing_time,
     crossing_time_w2,
@@ -39,6 +39,7 @@ from tempoflow.metrics.qoi import (
     wasserstein_1d,
 )
 from tempoflow.report.html import VideoCell, read_log, svg_histograms, write_report
+from tempoflow.runs import context_length, initial_frames
 from tempoflow.viewing import tile, upscale, viewable
 
 GIF_TRAJECTORIES = 4  # held-out simulations and samples shown in the report
@@ -154,7 +155,7 @@ def evaluate_trajectories(
     steps = test.videos.shape[1] - context
     run = timed_rollout(method, initial_frames(cfg, n), steps, seed)
     generated, truth = run["frames"], test.videos
-    times = frame_times(cfg, generated.shape[1])
+    times = method.frame_times(generated.shape[1])
 
     metrics: dict = {
         "trajectories": n,

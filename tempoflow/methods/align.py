@@ -43,10 +43,10 @@ from torch import Tensor, nn
 
 from tempoflow.codecs.pixel import latent_unit
 from tempoflow.codecs.video_wae import VideoWAECodec
-from tempoflow.config import ExperimentConfig
+from tempoflow.configio import require
 from tempoflow.data.captioned import bucket_ids_of
 from tempoflow.errors import ConfigError
-from tempoflow.methods.base import Method, Samples
+from tempoflow.methods.base import Method, Samples, SamplingOptions
 from tempoflow.methods.contrastive import CLIP_TEMPERATURE, bucket_loss, byol_loss, info_nce, vicreg
 from tempoflow.nets.discriminator import LatentDiscriminator, adversarial_terms
 from tempoflow.text import TextEncoder
@@ -58,6 +58,51 @@ MLP_LAYERS = 4  # appendix C.3.3: four linear layers
 DROPOUT_AFTER = (2, 3)  # ...with dropout after the second and third (1-based)
 MAX_LOGIT_SCALE = 100.0  # CLIP clips its learnable logit scale 1/τ at 100
 EMBED_CHUNK = 256  # videos encoded / decoded at once in evaluation
+
+
+# What trains the text-to-video mapping of ``align`` (seed 002 §3, Tables 2 and 3): ours, then the baselines.
+ALIGN_OBJECTIVES = ("progressive_bucket", "direct_bucket", "direct_infonce", "clip_infonce", "imagebind",
+                    "progressive_vicreg", "progressive_byol")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Text–video latent alignment ``align`` (seed 002 §3, appendix C.3.3; DESIGN §6). Weights are the
+    paper's, on its norms: eq. (2)'s L1 terms are sums over a sample's elements (``reduction``)."""
+
+    video_path: str = ""  # a trained video_wae run: the frozen video space E_v, G
+    objective: str = "progressive_bucket"  # see ALIGN_OBJECTIVES
+    shared_dim: int = 64  # d_{z_s} of the shared space (Table C.1: 64)
+    hidden: int = 512  # width of M, E_s, G_s (appendix C.3.3)
+    dropout: float = 0.1  # after the 2nd and 3rd layers of M, E_s, G_s
+    shared_weight: float = 100.0  # λ_s: ‖z_1 − z_2‖₁ in the shared space, eq. (2)
+    feature_weight: float = 10.0  # λ_feat: the three video-code terms through G_s, eq. (2)
+    pixel_weight: float = 30.0  # λ^s_pixel: the two decoded-video terms through G, eq. (2)
+    divergence_weight: float = 5.0  # λ_{z_s}: the divergence 𝒟_s (or a baseline's alignment loss), eq. (1)
+    alpha: float = 2.0  # bucket loss: weight of the direct text–video pair, eq. (4)
+    lambda_pos: float = 1.0
+    lambda_neg: float = 1.0
+    # eq. (2)'s ‖·‖₁: "sum" over each sample's elements (the paper) or "mean" over elements. With means the
+    # 64-d shared term outweighs the 6,144-pixel term ~100x more than in the paper, and codes collapse.
+    reduction: str = "sum"
+    # inter-bucket term of eq. (4): "printed" (Σ / |B_i|, collapses: tempoflow.methods.contrastive) or "mean"
+    bucket_negatives: str = "printed"
+    noise_p: float = 0.15  # noise-word insertion probability per gap (appendix C.3.3); 0 = off
+    disc_width: int = 256  # hidden width of D_s (the paper's D_s has 133K weights at d = 64)
+
+    def __post_init__(self) -> None:
+        require(self.objective in ALIGN_OBJECTIVES,
+                 f"align.objective must be one of {ALIGN_OBJECTIVES}, got {self.objective!r}")
+        require(self.reduction in ("sum", "mean"), f"align.reduction must be 'sum' or 'mean', got {self.reduction!r}")
+        require(self.bucket_negatives in ("printed", "mean"),
+                 f"align.bucket_negatives must be 'printed' or 'mean', got {self.bucket_negatives!r}")
+        for name in ("shared_dim", "hidden", "disc_width"):
+            require(getattr(self, name) >= 1, f"align.{name} must be >= 1, got {getattr(self, name)}")
+        require(0.0 <= self.dropout < 1.0, f"align.dropout must be in [0, 1), got {self.dropout}")
+        require(0.0 <= self.noise_p <= 1.0, f"align.noise_p must be in [0, 1], got {self.noise_p}")
+        for name in ("shared_weight", "feature_weight", "pixel_weight", "divergence_weight", "alpha",
+                     "lambda_pos", "lambda_neg"):
+            require(getattr(self, name) >= 0, f"align.{name} must be >= 0, got {getattr(self, name)}")
 
 
 class MappingMLP(nn.Module):
@@ -133,12 +178,12 @@ class Align(Method):
     captions = "required"
     task = "alignment"  # text-to-video scores plus alignment scores and latent figures
 
-    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder,
+    def __init__(self, cfg: AlignConfig, video_shape: tuple[int, int, int, int], *, text: TextEncoder,
                  codec: VideoWAECodec, vocabulary: list[str]):
         """``codec``: the frozen video WAE (``E_v``, ``G``) of ``align.video_path``; ``vocabulary``: every
         caption of the data set, all splits (the noise words avoid them all)."""
         super().__init__()
-        self.cfg = a = cfg.align
+        self.cfg = a = cfg
         self.text = text
         captions = vocabulary
         self.codec = codec
@@ -246,6 +291,10 @@ class Align(Method):
             return {"divergence": byol_loss(self.predictor(z_2).float(), z_1.float()), "disc_loss": zero}
         raise ConfigError(f"unknown align.objective {objective!r}")
 
+    def players(self) -> list[nn.Module]:
+        """The discriminators, each clipped as its own gradient group by the trainer."""
+        return [d for d in (self.shared_disc,) if d is not None]
+
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """batch: ``video`` ``(B, T, C, H, W)`` in [0, 1] and ``caption`` (B strings). Eq. (1)."""
         videos, captions = batch["video"], list(batch["caption"])
@@ -280,12 +329,13 @@ class Align(Method):
 
     @torch.no_grad()
     def sample(
-        self, captions: list[str], generator: torch.Generator | None = None, progress: bool = False
+        self, captions: list[str], generator: torch.Generator | None = None, options: SamplingOptions | None = None,
+        progress: bool = False,
     ) -> Samples:
         """One video per caption, ``G(G_s(M(E_t(t))))``: ``(B, T, C, H, W)`` in [0, 1].
 
         Deterministic given the caption (the paper's encoders and mapping are deterministic), so
-        ``generator`` is accepted for the common sampling interface and not used.
+        ``generator`` and ``options`` are accepted for the common sampling interface and not used.
         """
         z_v = self.text_to_video_code(list(captions))  # (B, d_z)
         latents = z_v[:, None]  # (B, 1, d_z): one chunk per clip

@@ -14,16 +14,35 @@ so a frame costs ``s`` network calls with Euler (``2s`` with Heun) where lifting
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from tempoflow.config import ExperimentConfig
+from tempoflow.configio import require
 from tempoflow.flows.paths import make_path
-from tempoflow.flows.solvers import solve_ode
-from tempoflow.methods.base import Samples, rand, randn
+from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
+from tempoflow.methods.base import Samples, SamplingOptions, rand, randn
+from tempoflow.methods.lifting import LiftingConfig
 from tempoflow.methods.rollout import NextFrameMethod, Step, training_pairs
 from tempoflow.nets.unet import UNet
-from tempoflow.text import TextEncoder
+
+
+@dataclass(frozen=True)
+class ARDMConfig:
+    """The multi-step baseline ``ardm``: ``lifting``'s window and UNet with a flow-time input, trained by
+    conditional flow matching on the next frame, ``steps`` solver steps per frame (DESIGN §5)."""
+
+    path: str = "condot"  # probability path (tempoflow.flows.paths)
+    sigma_min: float = 0.0
+    solver: str = "euler"  # fixed-step: euler | midpoint | heun | rk4
+    steps: int = 10  # s, solver steps per frame (Table 1: 2, 5, 10, 20, 40)
+
+    def __post_init__(self) -> None:
+        require(self.solver in FIXED_STEP_METHODS,
+                f"ardm.solver must be a fixed-step solver ({', '.join(FIXED_STEP_METHODS)}), got {self.solver!r}")
+        require(self.steps >= 1, f"ardm.steps must be >= 1, got {self.steps}")
+        require(0.0 <= self.sigma_min < 1.0, f"ardm.sigma_min must be in [0, 1), got {self.sigma_min}")
 
 
 class AutoregressiveFlow(NextFrameMethod):
@@ -37,13 +56,13 @@ class AutoregressiveFlow(NextFrameMethod):
 
     name = "ardm"
 
-    def __init__(
-        self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder | None = None
-    ):
-        super().__init__(cfg, video_shape)
-        self.path = make_path(cfg.ardm.path, cfg.ardm.sigma_min)
+    def __init__(self, cfg: ARDMConfig, video_shape: tuple[int, int, int, int], *, lifting: LiftingConfig,
+                 fields: bool, fps: float, first_frame_at_zero: bool):
+        super().__init__(lifting.window, video_shape, fields=fields, fps=fps, first_frame_at_zero=first_frame_at_zero)
+        self.cfg, self.lifting = cfg, lifting
+        self.path = make_path(cfg.path, cfg.sigma_min)
         # The noisy next frame x_t joins the window on channels; the flow time goes in by FiLM.
-        self.net = UNet(cfg.lifting.unet, (self.window + 1) * self.channels, self.channels, time_input=True)
+        self.net = UNet(lifting.unet, (self.window + 1) * self.channels, self.channels, time_input=True)
 
     def velocity(self, window: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """``v_θ``: window ``(N, m·C, H, W)``, state ``(N, C, H, W)``, time scalar or ``(N,)`` -> ``(N, C, H, W)``."""
@@ -52,7 +71,7 @@ class AutoregressiveFlow(NextFrameMethod):
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Conditional flow matching on the next frame. batch: ``video`` ``(B, T, C, H, W)``, ``index`` ``(B,)``."""
         pairs = training_pairs(
-            batch["video"], batch["index"], self.window, self.cfg.lifting.pairs_per_video, generator
+            batch["video"], batch["index"], self.window, self.lifting.pairs_per_video, generator
         )
         x_1 = pairs.target  # (N, C, H, W)
         x_0 = randn(tuple(x_1.shape), generator, x_1)  # (N, C, H, W)
@@ -79,8 +98,8 @@ class AutoregressiveFlow(NextFrameMethod):
         Returns:
             :class:`Step` with the frame ``(N, C, H, W)`` (clamped to [0, 1] for video) and the solve's NFE.
         """
-        steps = steps or self.cfg.ardm.steps
-        solver = solver or self.cfg.ardm.solver
+        steps = steps or self.cfg.steps
+        solver = solver or self.cfg.solver
         x_init = randn((window.shape[0], self.channels, *window.shape[2:]), generator, window)  # (N, C, H, W)
         sol = solve_ode(
             lambda x, t: self.velocity(window, x, t), x_init, [0.0, 1.0], method=solver, steps=steps
@@ -89,10 +108,20 @@ class AutoregressiveFlow(NextFrameMethod):
         return Step(frame, sol.nfe)
 
     @torch.no_grad()
-    def sample(self, *args, solver_steps: int | None = None, solver: str | None = None, **kwargs) -> Samples:
-        """:meth:`NextFrameMethod.sample` with ``solver_steps`` per frame (default ``ardm.steps``) and ``solver``."""
+    def sample(
+        self,
+        initial: Tensor,
+        generator: torch.Generator | None = None,
+        options: SamplingOptions | None = None,
+        num_frames: int | None = None,
+        progress: bool = False,
+        solver_steps: int | None = None,
+        solver: str | None = None,
+    ) -> Samples:
+        """:meth:`NextFrameMethod.sample` with ``solver_steps`` per frame (default ``ardm.steps``) and
+        ``solver`` (default ``ardm.solver``): the baseline's own per-frame solve, not ``options``."""
 
         def next_frame(window: Tensor, generator: torch.Generator | None) -> Step:
             return self.next_frame(window, generator, solver_steps, solver)
 
-        return super().sample(*args, next_frame=next_frame, **kwargs)
+        return super().sample(initial, generator, options, num_frames, progress, next_frame=next_frame)

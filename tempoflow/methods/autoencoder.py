@@ -21,20 +21,17 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from tempoflow.config import ExperimentConfig
-from tempoflow.data import is_field_data
 from tempoflow.errors import ConfigError
 from tempoflow.methods.base import Method, Samples, randn
-from tempoflow.nets.autoencoder import Decoder, Encoder
+from tempoflow.nets.autoencoder import AutoencoderConfig, Decoder, Encoder
 from tempoflow.nets.discriminator import (
     LatentDiscriminator,
     PatchDiscriminator,
     adversarial_terms,
     latent_divergence,
 )
-from tempoflow.text import TextEncoder
 
 
 class FrameAutoencoder(Method):
@@ -43,11 +40,9 @@ class FrameAutoencoder(Method):
     name = "autoencoder"
     task = "reconstruction"
 
-    def __init__(
-        self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder | None
-    ):
+    def __init__(self, cfg: AutoencoderConfig, video_shape: tuple[int, int, int, int], *, fields: bool = False):
         super().__init__()
-        self.cfg = c = cfg.autoencoder
+        self.cfg = c = cfg
         self.num_frames, channels, height, width = video_shape
         factor = 2 ** (len(c.multipliers) - 1)
         if height % factor or width % factor:
@@ -60,7 +55,7 @@ class FrameAutoencoder(Method):
         self.register_buffer("latent_std", torch.ones(()))  # running std of μ (for codec scaling)
         # Physics fields (DESIGN §1) are O(1) and signed: they enter as they are and are never clamped;
         # video in [0, 1] is mapped to [-1, 1] and back.
-        self.fields = is_field_data(cfg.data)
+        self.fields = fields
         # Discriminators exist only when used, so KL checkpoints keep their exact set of weights.
         self.frame_disc = None
         if c.disc_weight > 0:
@@ -88,6 +83,10 @@ class FrameAutoencoder(Method):
         """``(N, *latent_shape)`` -> ``(N, C, H, W)`` in [0, 1] (clamped), or fields as they are."""
         out = self.decoder(z)
         return out if self.fields else ((out + 1) / 2).clamp(0, 1)
+
+    def players(self) -> list[nn.Module]:
+        """The discriminators, each clipped as its own gradient group by the trainer."""
+        return [d for d in (self.frame_disc, self.latent_disc) if d is not None]
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         video = batch["video"]  # (B, T, C, H, W) in [0, 1]

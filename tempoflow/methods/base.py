@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from tempoflow.configio import require
 from tempoflow.errors import SolverError
+from tempoflow.flows.solvers import METHODS as SOLVERS
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How ``Method.sample`` integrates its flow (the ``sample`` section of a config; callers hand it in).
+
+    Attributes:
+        solver: an ODE method of :func:`tempoflow.flows.solvers.solve_ode` (``METHODS``).
+        steps: fixed-step solvers: steps over the whole solve (flow).
+        guidance: classifier-free guidance scale (1 = the conditional model, no guidance).
+        atol, rtol: adaptive solvers' tolerances.
+        max_steps: adaptive solvers: the most steps (accepted and rejected) before giving up.
+    """
+
+    solver: str = "heun"
+    steps: int = 16
+    guidance: float = 2.0
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    max_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        require(self.solver in SOLVERS, f"sample.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        require(self.steps >= 1, f"sample.steps must be >= 1, got {self.steps}")
+        require(self.atol > 0 and self.rtol > 0, "sample.atol and sample.rtol must be > 0")
+        require(self.max_steps >= 1, f"sample.max_steps must be >= 1, got {self.max_steps}")
 
 
 @dataclass
@@ -20,6 +48,7 @@ class Samples:
         nfe: network evaluations the sampler made for the whole batch (one batched call = 1).
         times: ``(T,)`` seconds of each frame, where the method knows them.
         labels: what each sample is (its caption), used to name non-finite samples.
+        settings: the sampling settings the method actually used, for reports.
 
     Raises:
         SolverError: some sample holds NaN or inf.
@@ -30,6 +59,7 @@ class Samples:
     nfe: int
     times: Tensor | None = None
     labels: list[str] | None = None  # one per sample (its caption), to name a bad sample
+    settings: dict = field(default_factory=dict)  # what the sampler actually used (solver, steps, guidance...)
 
     def __post_init__(self) -> None:
         """Raises SolverError naming the samples with NaN or inf values (one host sync per batch)."""
@@ -69,7 +99,15 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def sample(self, *args, **kwargs) -> Samples:
+        """Per task (``tempoflow.methods`` module doc): text-to-video and alignment methods take
+        ``(captions, *, generator, options, num_frames | times, progress)``, trajectory methods
+        ``(initial, *, generator, options, num_frames, progress)``; reconstruction methods do not sample."""
         raise NotImplementedError
+
+    def players(self) -> list[nn.Module]:
+        """Adversaries trained in the same step (discriminators). The trainer clips each one's gradient
+        as its own group, apart from the rest of the method (``tempoflow.train.trainer.clip_groups``)."""
+        return []
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:

@@ -20,18 +20,18 @@ label through a 2-layer MLP in place of the diffusion-time embedding.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tempoflow.config import ExperimentConfig
+from tempoflow.configio import require
 from tempoflow.errors import ConfigError
 from tempoflow.methods.base import randn
-from tempoflow.methods.rollout import NextFrameMethod, Step, is_video, training_pairs
-from tempoflow.nets.unet import UNet
-from tempoflow.text import TextEncoder
+from tempoflow.methods.rollout import NextFrameMethod, Step, training_pairs
+from tempoflow.nets.unet import UNet, UNetConfig
 
 # SplitMix64 (Steele, Lea & Flood 2014): the golden-ratio increment and the two multipliers of its
 # output function, a bijective 64-bit mixer. All arithmetic is modulo 2^64 on uint64 arrays.
@@ -39,6 +39,33 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
 _MANTISSA = 53  # bits of a float64 uniform
+
+
+LIFTING_LOSSES = ("auto", "l2", "bce")
+
+
+@dataclass(frozen=True)
+class LiftingConfig:
+    """Stochastic Lifting ``lifting`` (seed 001 §2, Algorithms 1–2, appendices E–F; DESIGN §5). The window and
+    the UNet are shared with ``ardm``, so that the two methods compare on the same backbone (Table 1)."""
+
+    window: int = 3  # m, the Markov window: history frames stacked on channels (Table 3: 3 for wave, flow)
+    label_dim: int = 64  # d of the fixed labels ξ ~ N(0, I_d) (Table 3: 64 for wave, flow)
+    label_seed: int = 0  # ξ of a training pair is a function of (label_seed, trajectory, target frame)
+    loss: str = "auto"  # "l2" (eq. 6), "bce" on logits (app. F, video in [0, 1]); "auto": bce for shapes
+    residual: bool = False  # l2 only: the UNet predicts x_k − x_{k−1} (Corollary 1's F = x + dt R)
+    pairs_per_video: int = 1  # training pairs drawn from each trajectory of a batch
+    eval_trajectories: int = 64  # N trajectories rolled out by `tempoflow eval` (paper: 512)
+    unet: UNetConfig = field(default_factory=UNetConfig)  # defaults: the paper's "medium" UNet
+
+    def __post_init__(self) -> None:
+        require(self.window >= 1, f"lifting.window must be >= 1, got {self.window}")
+        require(self.label_dim >= 1, f"lifting.label_dim must be >= 1, got {self.label_dim}")
+        require(self.loss in LIFTING_LOSSES, f"lifting.loss must be one of {LIFTING_LOSSES}, got {self.loss!r}")
+        require(not (self.residual and self.loss == "bce"), "lifting.residual needs an l2 loss, not bce")
+        require(self.pairs_per_video >= 1, f"lifting.pairs_per_video must be >= 1, got {self.pairs_per_video}")
+        require(self.eval_trajectories >= 2,
+                 f"lifting.eval_trajectories must be >= 2, got {self.eval_trajectories}")
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:
@@ -88,31 +115,30 @@ def pair_labels(seed: int, index: Tensor, frame: Tensor, dim: int) -> Tensor:
     return torch.from_numpy(normal).float()
 
 
-def resolve_loss(cfg: ExperimentConfig) -> str:
+def resolve_loss(loss: str, fields: bool) -> str:
     """``lifting.loss``, with "auto" read as "bce" for videos in [0, 1] and "l2" for physics fields."""
-    if cfg.lifting.loss != "auto":
-        return cfg.lifting.loss
-    return "bce" if is_video(cfg) else "l2"
+    if loss != "auto":
+        return loss
+    return "l2" if fields else "bce"
 
 
 class StochasticLifting(NextFrameMethod):
     """``F_θ(x_{j−m..j−1}, ξ) → x_j`` with fixed per-pair labels (seed 001).
 
     Args:
-        cfg: the experiment config (``lifting`` section; ``data`` for the loss and the initial frames).
+        cfg: the ``lifting`` section.
         video_shape: ``(T, C, H, W)`` of the training trajectories.
-        text: unused (the data are unconditional); accepted for the method contract.
+        fields, fps, first_frame_at_zero: the data's kind and timing (:class:`NextFrameMethod`).
     """
 
     name = "lifting"
 
-    def __init__(
-        self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder | None = None
-    ):
-        super().__init__(cfg, video_shape)
-        lc = cfg.lifting
+    def __init__(self, cfg: LiftingConfig, video_shape: tuple[int, int, int, int], *, fields: bool, fps: float,
+                 first_frame_at_zero: bool):
+        super().__init__(cfg.window, video_shape, fields=fields, fps=fps, first_frame_at_zero=first_frame_at_zero)
+        self.cfg = lc = cfg
         self.label_dim, self.label_seed = lc.label_dim, lc.label_seed
-        self.loss_kind = resolve_loss(cfg)
+        self.loss_kind = resolve_loss(lc.loss, fields)
         if lc.residual and self.loss_kind != "l2":
             raise ConfigError(
                 f"lifting.residual needs the l2 loss, got {self.loss_kind} (lifting.loss={lc.loss!r})"
@@ -141,7 +167,7 @@ class StochasticLifting(NextFrameMethod):
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Algorithm 1, one step. batch: ``video`` ``(B, T, C, H, W)`` and ``index`` ``(B,)`` (training rows)."""
         pairs = training_pairs(
-            batch["video"], batch["index"], self.window, self.cfg.lifting.pairs_per_video, generator
+            batch["video"], batch["index"], self.window, self.cfg.pairs_per_video, generator
         )
         # ξ of each pair: a function of (label_seed, trajectory, frame), never drawn from the generator.
         label = pair_labels(self.label_seed, pairs.index, pairs.frame, self.label_dim)  # (N, d)

@@ -24,10 +24,8 @@ from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tempoflow.config import ExperimentConfig
-from tempoflow.data import PHYSICS_KINDS, frame_rate, load_dataset
 from tempoflow.errors import ConfigError
-from tempoflow.methods.base import Method, Samples
+from tempoflow.methods.base import Method, Samples, SamplingOptions
 
 
 class Step(NamedTuple):
@@ -161,56 +159,33 @@ def rollout(
     return Rollout(frames=torch.cat(out, dim=1), nfe=nfe)
 
 
-def is_video(cfg: ExperimentConfig) -> bool:
-    """Whether the data are videos in [0, 1] (shapes) rather than unclamped physics fields."""
-    return cfg.data.name not in PHYSICS_KINDS
-
-
-def context_length(cfg: ExperimentConfig) -> int:
-    """Given frames a roll-out starts from: the one fixed initial state of physics data stored as frame 0,
-    otherwise the first ``m`` frames of a video."""
-    if cfg.data.name in PHYSICS_KINDS and cfg.data.physics.include_initial:
-        return 1
-    return cfg.lifting.window
-
-
-def initial_frames(cfg: ExperimentConfig, n: int, split: str = "test") -> Tensor:
-    """The first :func:`context_length` frames of ``n`` trajectories of ``split`` (cycled when it holds
-    fewer): ``(n, k, C, H, W)``. For physics data they are all the fixed initial state."""
-    videos = load_dataset(cfg.data, split).videos
-    rows = torch.arange(n) % len(videos)
-    return videos[rows, : context_length(cfg)]
-
-
-def frame_times(cfg: ExperimentConfig, n: int) -> Tensor:
-    """``(n,)`` seconds of frames ``0..n−1``: ``j / fps`` when frame 0 is the physics initial state at
-    ``t = 0``, else ``(j + 1) / fps`` (video frame k, 1-based, at ``k / fps``; DESIGN §1)."""
-    start = 0 if cfg.data.name in PHYSICS_KINDS and cfg.data.physics.include_initial else 1
-    return (torch.arange(n, dtype=torch.float32) + start) / frame_rate(cfg.data)
-
-
 class NextFrameMethod(Method):
     """Shared parts of ``lifting`` and ``ardm``: window, shapes, roll-out and ``sample``.
 
     Subclasses set ``self.net`` and implement ``loss`` and ``next_frame(window, generator) -> Step``.
 
     Args:
-        cfg: the experiment config (``lifting.window`` is used here).
+        window: ``m``, the frames the next-frame map sees (``lifting.window``).
         video_shape: ``(T, C, H, W)`` of the training trajectories.
+        fields: physics fields (signed, never clamped) rather than video in [0, 1] (DESIGN §1).
+        fps: frames per second of the trajectories.
+        first_frame_at_zero: frame 0 sits at t = 0 (the physics initial state); else frame k (0-based)
+            at (k + 1) / fps, the video convention.
     """
 
     task = "trajectory"
 
-    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int]):
+    def __init__(self, window: int, video_shape: tuple[int, int, int, int], *, fields: bool, fps: float,
+                 first_frame_at_zero: bool):
         super().__init__()
-        self.cfg = cfg
-        self.window = cfg.lifting.window
+        self.window = window
+        self.fps, self.first_frame_at_zero = float(fps), first_frame_at_zero
         self.num_frames, self.channels, self.height, self.width = video_shape
         if self.num_frames < 2:
             raise ConfigError(
                 f"{self.name} learns frame-to-frame maps: it needs >= 2 frames, got {self.num_frames}"
             )
-        self.clamp = is_video(cfg)  # video frames stay in [0, 1] (DESIGN §1); physics fields are not clamped
+        self.clamp = not fields  # video frames stay in [0, 1] (DESIGN §1); physics fields are not clamped
 
     def next_frame(self, window: Tensor, generator: torch.Generator | None = None) -> Step:
         raise NotImplementedError
@@ -222,42 +197,47 @@ class NextFrameMethod(Method):
         """``(B, k, C, H, W)`` given frames -> ``(B·n_samples, k + steps, C, H, W)`` (see :func:`rollout`)."""
         return rollout(self.next_frame, initial_frames, self.window, steps, n_samples, generator).frames
 
+    def frame_times(self, n: int) -> Tensor:
+        """``(n,)`` seconds of frames ``0..n−1``: ``j / fps`` when frame 0 is at t = 0 (the physics
+        initial state), else ``(j + 1) / fps`` (video frame k, 1-based, at ``k / fps``; DESIGN §1)."""
+        start = 0 if self.first_frame_at_zero else 1
+        return (torch.arange(n, dtype=torch.float32) + start) / self.fps
+
     @torch.no_grad()
     def sample(
         self,
-        captions: list[str] | None = None,
+        initial: Tensor,
         generator: torch.Generator | None = None,
-        num_samples: int | None = None,
+        options: SamplingOptions | None = None,
         num_frames: int | None = None,
-        initial: Tensor | None = None,
         progress: bool = False,
         next_frame: NextFrame | None = None,
     ) -> Samples:
-        """Roll out ``num_samples`` trajectories of ``num_frames`` frames (given frames included).
+        """Roll out one trajectory from each of the given frames, ``num_frames`` frames in all.
 
         Args:
-            captions: ignored but for their count (the default ``num_samples``): the data are unconditional.
+            initial: ``(N, k, C, H, W)`` given frames (``tempoflow.runs.initial_frames``: the test
+                split's first frames; the fixed initial state for physics data).
             generator: noise of the roll-out.
-            num_samples: trajectories; default ``len(captions)`` or 1.
-            num_frames: default the training length ``T``.
-            initial: ``(num_samples, k, C, H, W)`` given frames; default the test split's first frames
-                (:func:`initial_frames`; the fixed initial state for physics data).
+            options: not used (each method's own section sets its per-frame map).
+            num_frames: frames per trajectory, the given ones included; default the training length ``T``.
             progress: a progress bar over frames.
             next_frame: the map to roll out; default ``self.next_frame``.
 
         Returns:
-            :class:`Samples` with ``video`` ``(num_samples, num_frames, C, H, W)`` and frame ``times``.
+            :class:`Samples` with ``video`` ``(N, num_frames, C, H, W)`` and frame ``times``.
+
+        Raises:
+            ValueError: ``initial`` is not 5-D or holds more frames than ``num_frames``.
         """
-        n = num_samples or (len(captions) if captions else 1)
+        if initial.ndim != 5:
+            raise ValueError(f"initial frames must be (N, k, C, H, W), got shape {tuple(initial.shape)}")
         device = next(self.net.parameters()).device
-        if initial is None:
-            initial = initial_frames(self.cfg, n)
         initial = initial.to(device)
         num_frames = num_frames or self.num_frames
         steps = num_frames - initial.shape[1]
         if steps < 0:
             raise ValueError(f"num_frames={num_frames} is fewer than the {initial.shape[1]} given frames")
         out = rollout(next_frame or self.next_frame, initial, self.window, steps, 1, generator, progress)
-        return Samples(
-            video=out.frames, latents=out.frames, nfe=out.nfe, times=frame_times(self.cfg, num_frames)
-        )
+        return Samples(video=out.frames, latents=out.frames, nfe=out.nfe, times=self.frame_times(num_frames),
+                       settings={"frames": num_frames, "given_frames": initial.shape[1]})

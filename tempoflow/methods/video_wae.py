@@ -22,9 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import Tensor
+from torch import Tensor, nn
 
-from tempoflow.config import ExperimentConfig
 from tempoflow.errors import ConfigError
 from tempoflow.methods.base import Method, Samples, randn
 from tempoflow.nets.discriminator import (
@@ -38,9 +37,9 @@ from tempoflow.nets.video_autoencoder import (
     VGGFeatures,
     VideoDecoder,
     VideoEncoder,
+    VideoWAEConfig,
     load_vgg_features,
 )
-from tempoflow.text import TextEncoder
 
 
 class VideoWAE(Method):
@@ -49,11 +48,9 @@ class VideoWAE(Method):
     name = "video_wae"
     task = "reconstruction"
 
-    def __init__(
-        self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder | None
-    ):
+    def __init__(self, cfg: VideoWAEConfig, video_shape: tuple[int, int, int, int]):
         super().__init__()
-        self.cfg = c = cfg.video_wae
+        self.cfg = c = cfg
         self.video_shape = tuple(video_shape)
         frames, channels, height, width = video_shape
         factor = 2 ** len(c.multipliers)
@@ -131,6 +128,10 @@ class VideoWAE(Method):
             f_x, f_y = f.float().chunk(2)
             total = total + F.mse_loss(f_y, f_x)
         return total
+
+    def players(self) -> list[nn.Module]:
+        """The discriminators, each clipped as its own gradient group by the trainer."""
+        return [d for d in (self.video_disc, self.latent_disc) if d is not None]
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         videos = batch["video"]  # (B, T, C, H, W) in [0, 1]

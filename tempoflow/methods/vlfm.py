@@ -20,52 +20,109 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from tempoflow.codecs import Codec
-from tempoflow.config import ExperimentConfig
-from tempoflow.data import frame_rate
+from tempoflow.configio import require
 from tempoflow.errors import ConfigError
-from tempoflow.flows.guidance import guided, warn_if_unconditional_untrained
+from tempoflow.flows.guidance import warn_if_unconditional_untrained
 from tempoflow.flows.legendre import MAX_CONDITION, design_condition, projection_matrix
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.video_path import VideoLatentPath, trajectory
-from tempoflow.methods.base import Method, Samples, rand, randn
-from tempoflow.methods.conditioning import encode_captions, training_captions
-from tempoflow.nets.dit import DiT
+from tempoflow.methods.base import Method, Samples, SamplingOptions, rand, randn
+from tempoflow.methods.conditioning import encode_captions, guided_field, progress_counted, training_captions
+from tempoflow.nets.dit import DiT, DiTConfig
+from tempoflow.nets.unet import UNetConfig
 from tempoflow.nets.video_unet import StackedFramesUNet
 from tempoflow.text import TextEncoder
+
+
+@dataclass(frozen=True)
+class VLFMConfig:
+    """Video latent flow matching (DESIGN §4): flow time is video time in seconds."""
+
+    order: int = 8  # s, Legendre coefficients per latent feature (needs s <= frames per video)
+    projection: str = "lstsq"  # "lstsq" (exact least squares) or "legs" (the paper's recurrence)
+    schedule: str = "renoise"  # σ_t: "renoise" (paper, re-noises between frames) or "decay"
+    sigma_min: float = 0.01
+    alpha: float = 10.0  # per second, in σ_t and in μ_t = (1 − e^{−αt}) μ̄(t)
+    objective: str = "flow"  # "flow", or "direct": the paper's ablation G_θ(c, t) → μ̄(t) by MSE
+    # "velocity": F_θ regresses dψ_t/dt (the paper). "data": F_θ outputs the clean trajectory μ̄(t) and
+    # its change per frame μ̄'(t)/fps, regressed directly; sampling then steps the path exactly
+    # (ψ_{t+h} = σ_{t+h} ẑ + μ_{t+h}, ẑ = (ψ_t − μ_t)/σ_t), which stays stable where σ'_t/σ_t is
+    # large next to every frame, and frames are read from the denoised μ̄(t) at any time.
+    prediction: str = "velocity"
+    times_per_video: int = 4  # training times t ~ U[0, T] drawn per video (amortises encode + projection)
+    caption_dropout: float = 0.1
+    codec: str = "pixel"
+    codec_path: str = ""
+    steps_per_frame: int = 8  # fixed-step solvers: steps per frame interval 1 / fps when sampling
+    # prediction="data" only — what a sampling step does where σ_t rises (between frames, "renoise"):
+    # "fresh" adds independent noise of variance σ²_{t+h} − σ²_t to the residual ψ_t − μ̂_t (ancestral,
+    # the path's marginal at t+h); "ode" rescales the residual by σ_{t+h}/σ_t (the deterministic flow),
+    # which multiplies the network's error by up to 1/σ_min next to every frame.
+    rising_noise: str = "fresh"
+    # prediction="data" only — weight of the change head's squared error against the mean's. The change
+    # μ̄'(t)/fps is all the motion a sample gets (the state carries only the current frame); 10 was tried
+    # on the paper's path and did not raise caption accuracy (README "VLFM").
+    change_weight: float = 1.0
+    # hold μ̄ at the first frame before it (t < 1/fps) instead of the Legendre fit's backward extrapolation,
+    # which carries most of ‖μ̄'‖² there (tempoflow.flows.video_path). False = the paper's path.
+    hold_first_frame: bool = True
+    # F_θ on one latent frame: "dit" (the `model` section, patch_t = 1) or "unet" (tempoflow.nets.video_unet
+    # with one frame: FiLM on video time + pooled caption).
+    backbone: str = "dit"
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(
+        base_width=32, channel_mults=(1, 2, 2), blocks_per_level=1, groups=8, cond_dim=256))
+
+    def __post_init__(self) -> None:
+        require(self.backbone in ("dit", "unet"), f"vlfm.backbone must be 'dit' or 'unet', got {self.backbone!r}")
+        require(self.change_weight > 0, f"vlfm.change_weight must be > 0, got {self.change_weight}")
+        require(self.rising_noise in ("fresh", "ode"),
+                 f"vlfm.rising_noise must be 'fresh' or 'ode', got {self.rising_noise!r}")
+        require(self.order >= 1, f"vlfm.order must be >= 1, got {self.order}")
+        require(self.projection in ("lstsq", "legs"), f"vlfm.projection must be 'lstsq' or 'legs', got {self.projection!r}")
+        require(self.schedule in ("renoise", "decay"), f"vlfm.schedule must be 'renoise' or 'decay', got {self.schedule!r}")
+        require(self.prediction in ("velocity", "data"),
+                 f"vlfm.prediction must be 'velocity' or 'data', got {self.prediction!r}")
+        require(self.objective in ("flow", "direct"), f"vlfm.objective must be 'flow' or 'direct', got {self.objective!r}")
+        require(0.0 < self.sigma_min < 1.0, f"vlfm.sigma_min must be in (0, 1), got {self.sigma_min}")
+        require(self.alpha > 0, f"vlfm.alpha must be > 0, got {self.alpha}")
+        require(self.times_per_video >= 1, f"vlfm.times_per_video must be >= 1, got {self.times_per_video}")
+        require(0.0 <= self.caption_dropout < 1.0, f"vlfm.caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        require(self.steps_per_frame >= 1, f"vlfm.steps_per_frame must be >= 1, got {self.steps_per_frame}")
 
 
 class VideoLatentFlow(Method):
     """Caption-guided VLFM over one latent frame at a time.
 
     Args:
-        cfg: the experiment config (``vlfm``, ``model``, ``sample`` sections are used).
+        cfg: the ``vlfm`` section.
         video_shape: ``(N, C, H, W)`` of the training videos.
         text: a frozen caption encoder.
         codec: the latent space (``vlfm.codec``), built by ``tempoflow.runs.build_codec``.
-
-    The frame rate comes from the data config: frame k (1-based) is at t = k / fps seconds.
+        model: the DiT's settings (the ``model`` section; used when ``cfg.backbone`` is "dit").
+        fps: the training videos' frame rate: frame k (1-based) is at t = k / fps seconds.
     """
 
     name = "vlfm"
     captions = "optional"
     continuous_time = True  # sample(..., times=...) at any seconds: evaluation scores in-between/extrapolated frames
 
-    def __init__(self, cfg: ExperimentConfig, video_shape: tuple[int, int, int, int], text: TextEncoder,
-                 codec: Codec):
+    def __init__(self, cfg: VLFMConfig, video_shape: tuple[int, int, int, int], *, text: TextEncoder,
+                 codec: Codec, model: DiTConfig, fps: float):
         super().__init__()
-        self.cfg, v = cfg, cfg.vlfm
+        self.cfg = v = cfg
         self.text = text
         self.codec = codec
         self.num_frames, channels, height, width = video_shape
         if v.order > self.num_frames:
             raise ConfigError(f"vlfm.order={v.order} needs at least as many frames per video, got {self.num_frames}")
-        self.fps = frame_rate(cfg.data)
+        self.fps = float(fps)
         self.duration = self.num_frames / self.fps  # T in seconds
         self.latent_shape = self.codec.latent_shape(channels, height, width)
         condition = design_condition(self.num_frames, v.order)
@@ -85,7 +142,7 @@ class VideoLatentFlow(Method):
         if v.backbone == "unet":
             self.net = StackedFramesUNet(v.unet, 1, C, text.dim, out_channels=out, frame_size=self.latent_shape[1:])
         else:
-            self.net = DiT(dataclasses.replace(cfg.model, patch_t=1), C, text.dim, out_channels=out)
+            self.net = DiT(dataclasses.replace(model, patch_t=1), C, text.dim, out_channels=out)
 
     @property
     def frame_times(self) -> Tensor:
@@ -98,7 +155,7 @@ class VideoLatentFlow(Method):
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """batch: ``video`` (B, N, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""
-        v = self.cfg.vlfm
+        v = self.cfg
         if "latents" in batch:
             latents = batch["latents"]  # (B, N, *latent)
         else:
@@ -150,10 +207,9 @@ class VideoLatentFlow(Method):
         self,
         captions: list[str],
         generator: torch.Generator | None = None,
+        options: SamplingOptions | None = None,
         times: Tensor | list[float] | None = None,
-        solver: str | None = None,
         steps_per_frame: int | None = None,
-        guidance: float | None = None,
         progress: bool = False,
     ) -> Samples:
         """One video per caption, its frames at ``times`` (seconds; default the training frame times).
@@ -161,55 +217,62 @@ class VideoLatentFlow(Method):
         One ODE solve from t = 0 serves every requested time (dense output between solver steps), so
         frames at 48 fps cost no more network calls than the solver's steps. Returns
         ``video (B, M, C, H, W)`` in [0, 1] and ``times (M,)``.
+
+        Args:
+            captions: B non-empty captions.
+            generator: the initial (and, for data prediction, the re-noising) noise.
+            options: solver, guidance, tolerances (``options.steps`` is not used: fixed-step solvers
+                take ``steps_per_frame`` per frame interval, default ``vlfm.steps_per_frame``).
+            times: ``(M,)`` seconds > 0, strictly increasing.
+            progress: a progress bar per network evaluation.
+
+        Raises:
+            ValueError: bad times. SolverError: the solve fails or a sample comes out non-finite.
         """
-        sc = self.cfg.sample
-        solver = solver or sc.solver
-        guidance = sc.guidance if guidance is None else guidance
-        warn_if_unconditional_untrained(guidance, self.cfg.vlfm.caption_dropout, "vlfm.caption_dropout")
-        steps_per_frame = steps_per_frame or self.cfg.vlfm.steps_per_frame
+        o = options or SamplingOptions()
+        warn_if_unconditional_untrained(o.guidance, self.cfg.caption_dropout, "vlfm.caption_dropout")
+        steps_per_frame = steps_per_frame or self.cfg.steps_per_frame
         times = self.check_times(times)
         param = next(self.net.parameters())
         device, B = param.device, len(captions)
         cond = encode_captions(self.text, captions, device)
-        if self.cfg.vlfm.objective == "direct":  # G_θ(c, t): every frame in one batched call
+        used = {"guidance": o.guidance}
+        if self.cfg.objective == "direct":  # G_θ(c, t): every frame in one batched call
             M = times.numel()
             cond = {k: val.repeat_interleave(M, 0) for k, val in cond.items()}  # (B M, ...)
             x = torch.zeros(B * M, 1, *self.latent_shape, device=device)
-            latents = self.guided_net(cond, guidance)(x, times.to(device).repeat(B))
+            latents = guided_field(self.net, cond, o.guidance)(x, times.to(device).repeat(B))
             return Samples(video=self.codec.decode(latents.view(B, M, *self.latent_shape)),
-                           latents=latents.view(B, M, *self.latent_shape), nfe=1, times=times, labels=captions)
-        if self.cfg.vlfm.prediction == "data":
-            return self.sample_data(captions, cond, guidance, times, steps_per_frame, generator, progress)
-        velocity = self.guided_net(cond, guidance)
+                           latents=latents.view(B, M, *self.latent_shape), nfe=1, times=times, labels=captions,
+                           settings=used)
+        if self.cfg.prediction == "data":
+            return self.sample_data(captions, cond, o.guidance, times, steps_per_frame, generator, progress)
         x_init = randn((B, 1, *self.latent_shape), generator, param.float())  # ψ_0 = z
         t_eval = torch.cat([torch.zeros(1), times]).to(device)
         step = 1.0 / (self.fps * steps_per_frame)  # σ_t re-noises once per frame interval
-        with tqdm(desc="sample", unit="nfe", disable=not progress, leave=False) as bar:
-
-            def counted(x: Tensor, t: Tensor) -> Tensor:
-                bar.update(1)
-                return velocity(x, t)
-
-            fixed = solver in FIXED_STEP_METHODS
-            sol = solve_ode(counted, x_init, t_eval, method=solver, step_size=step if fixed else None,
-                            atol=sc.atol, rtol=sc.rtol, max_steps=sc.max_steps)
+        fixed = o.solver in FIXED_STEP_METHODS
+        with progress_counted(guided_field(self.net, cond, o.guidance), progress) as velocity:
+            sol = solve_ode(velocity, x_init, t_eval, method=o.solver, step_size=step if fixed else None,
+                            atol=o.atol, rtol=o.rtol, max_steps=o.max_steps)
+        used.update({"solver": o.solver}, **({"steps_per_frame": steps_per_frame} if fixed
+                                             else {"atol": o.atol, "rtol": o.rtol}))
         latents = sol.xs[1:, :, 0].transpose(0, 1)  # (B, M, *latent)
         return Samples(video=self.codec.decode(latents), latents=latents, nfe=sol.nfe, times=times,
-                       labels=captions)
+                       labels=captions, settings=used)
 
     def sample_data(self, captions, cond, guidance: float, times: Tensor, steps_per_frame: int,
                     generator: torch.Generator | None, progress: bool) -> Samples:
         """Data prediction: exact steps of the path between network calls (module docstring)."""
         param = next(self.net.parameters())
         B, C, M = len(captions), self.latent_shape[0], times.numel()
-        net = self.guided_net(cond, guidance)
+        net = guided_field(self.net, cond, guidance)
         h = 1.0 / (self.fps * steps_per_frame)
         n_steps = max(1, math.ceil(float(times[-1]) / h - 1e-6))
         grid = torch.linspace(0.0, n_steps * h, n_steps + 1)  # (n + 1,) seconds
-        T, N, alpha = self.duration, self.num_frames, self.cfg.vlfm.alpha
+        T, N, alpha = self.duration, self.num_frames, self.cfg.alpha
         sigma = self.path.sigma(grid, T, N).tolist()
         step_of = torch.searchsorted(grid, times, right=True).clamp(1, n_steps) - 1  # step holding each time
-        fresh = self.cfg.vlfm.rising_noise == "fresh"
+        fresh = self.cfg.rising_noise == "fresh"
         psi = randn((B, 1, *self.latent_shape), generator, param.float())  # ψ_0 = z
         frames = torch.zeros(B, M, *self.latent_shape, device=param.device)
         for i in tqdm(range(n_steps), desc="sample", unit="nfe", disable=not progress, leave=False):
@@ -227,15 +290,5 @@ class VideoLatentFlow(Method):
             else:  # the deterministic step ψ_{t+h} = σ_{t+h} ẑ + μ_{t+h}
                 psi = psi + (sigma[i + 1] / sigma[i]) * residual
         return Samples(video=self.codec.decode(frames), latents=frames, nfe=n_steps, times=times,
-                       labels=captions)
-
-    def guided_net(self, cond: dict[str, Tensor], guidance: float):
-        """``F(x, t)`` with classifier-free guidance for the ``B`` captions embedded in ``cond``."""
-        B = cond["pooled"].shape[0]
-
-        def model_fn(x: Tensor, t: Tensor, drop: Tensor) -> Tensor:
-            reps = x.shape[0] // B  # guidance doubles the batch
-            c = {k: val.repeat(reps, *([1] * (val.ndim - 1))) for k, val in cond.items()}
-            return self.net(x, t.expand(x.shape[0]) if t.ndim == 0 else t, drop=drop, **c)
-
-        return guided(model_fn, guidance)
+                       labels=captions, settings={"solver": "exact path steps (data prediction)",
+                                                  "steps_per_frame": steps_per_frame, "guidance": guidance})

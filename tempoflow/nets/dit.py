@@ -6,14 +6,35 @@ cross-attention to caption tokens as in PixArt-alpha. Contract: ``forward(x, t, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from tempoflow.config import DiTConfig
+from tempoflow.configio import require
 from tempoflow.errors import ConfigError
 from tempoflow.nets.embeddings import TimestepEmbedder, pooled_or_null, sincos_3d
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """DiT backbone over space-time patches (Peebles & Xie 2023) with text cross-attention."""
+
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    patch_t: int = 1  # frames per patch
+    patch_hw: int = 4  # pixels (or latent cells) per patch side
+    cross_attention: bool = True  # token embeddings by cross-attention (pooled vector always in adaLN)
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "depth", "heads", "patch_t", "patch_hw"):
+            require(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
+        require(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        require(self.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

@@ -20,17 +20,58 @@ eq. (A.2).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from tempoflow.config import VideoWAEConfig
+from tempoflow.configio import require
 from tempoflow.errors import CheckpointError
-from tempoflow.nets.autoencoder import group_norm
+from tempoflow.nets.autoencoder import RECONSTRUCTION_LOSSES, check_wae_settings, group_norm
 from tempoflow.weights import load_weights, read_state_dict
 
 LEAK = 0.2  # LeakyReLU slope of DCGAN's discriminator/encoder
+
+
+@dataclass(frozen=True)
+class VideoWAEConfig:
+    """Video WAE ``video_wae`` ("3DConv-Base", seed 002 appendix A and C.3.2): a 3-D conv encoder of a
+    fixed-length clip to one latent vector of ``d_z`` numbers and its mirror decoder.
+
+    Weights are the paper's λ's divided by λ_pixel (10, 10, 5 for pixel, feature, divergence); the
+    perceptual term is a mean over VGG feature elements, not the paper's sum, so its λ_p does not carry over.
+    """
+
+    width: int = 32  # channels of the first level
+    multipliers: tuple[int, ...] = (1, 2, 4, 8)  # one stride-2 level each (space always, time while even)
+    d_z: int = 64  # latent vector size (3DConv-Base)
+    pixel_weight: float = 1.0  # λ_pixel: pixel loss between clip and reconstruction
+    # Pixel loss: the paper's "l1", or "l2" / "l1+l2" (L1 alone can settle on background only,
+    # see autoencoder.reconstruction).
+    reconstruction: str = "l1"
+    feature_weight: float = 1.0  # λ_f: L1 feature matching through the 3-D discriminator; 0 = no D_v
+    divergence_weight: float = 0.5  # λ_z: latent divergence to N(0, I)
+    divergence: str = "feature_matching"  # see WAE_DIVERGENCES
+    perceptual_weight: float = 0.1  # λ_p: VGG feature MSE, only when vgg_path is set
+    vgg_path: str = ""  # local torchvision VGG16/VGG19 state dict (features.*); "" = no perceptual term
+    disc_width: int = 32  # 3-D patch discriminator: first-layer channels, doubling per layer
+    disc_layers: int = 3  # its stride-2 layers
+    latent_disc_width: int = 256  # hidden width of D_z (the paper's D_z has 133K weights at d_z = 64)
+    scale_momentum: float = 0.99  # running estimate of the latent std, for the codec's scaling
+
+    def __post_init__(self) -> None:
+        require(self.width >= 4 and len(self.multipliers) >= 1, "video_wae.width >= 4 and >= 1 level")
+        require(all(m >= 1 for m in self.multipliers),
+                 f"video_wae.multipliers must be >= 1, got {self.multipliers}")
+        require(self.d_z >= 1, f"video_wae.d_z must be >= 1, got {self.d_z}")
+        require(self.reconstruction in RECONSTRUCTION_LOSSES,
+                 f"video_wae.reconstruction must be in {RECONSTRUCTION_LOSSES}, got {self.reconstruction!r}")
+        require(0.0 <= self.scale_momentum < 1.0,
+                 f"video_wae.scale_momentum must be in [0, 1), got {self.scale_momentum}")
+        check_wae_settings("video_wae", self.divergence, self.disc_width, self.disc_layers, self.latent_disc_width,
+                   {"pixel_weight": self.pixel_weight, "feature_weight": self.feature_weight,
+                    "divergence_weight": self.divergence_weight, "perceptual_weight": self.perceptual_weight})
 
 
 def temporal_strides(num_frames: int, levels: int) -> tuple[int, ...]:

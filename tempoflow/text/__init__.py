@@ -3,9 +3,10 @@
 from tempoflow.text.encoders import (
     HashingEncoder,
     SentenceTransformerEncoder,
+    TextConfig,
     TextEmbedding,
     TextEncoder,
     make_text_encoder,
 )
 
-__all__ = ["HashingEncoder", "SentenceTransformerEncoder", "TextEmbedding", "TextEncoder", "make_text_encoder"]
+__all__ = ["HashingEncoder", "SentenceTransformerEncoder", "TextConfig", "TextEmbedding", "TextEncoder", "make_text_encoder"]

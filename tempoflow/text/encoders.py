@@ -24,6 +24,18 @@ from tempoflow.files import save_tensors_atomic
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
+@dataclass(frozen=True)
+class TextConfig:
+    """Caption encoder (``tempoflow.text``)."""
+
+    # "minilm" (shipped, pretrained, offline), "hashing" (no weights) or "clip" (transformers CLIP, by path)
+    encoder: str = "minilm"
+    path: str = ""  # local path or hub id of a sentence-transformers (or CLIP) model; "" = the shipped MiniLM
+    dim: int = 64  # embedding width of the hashing encoder (MiniLM is fixed at 384)
+    max_tokens: int = 32  # captions are truncated to this many tokens
+    cache: str = ""  # safetensors file of caption embeddings, reused across runs ("" = memory only)
+
+
 @dataclass
 class TextEmbedding:
     """A batch of encoded captions.

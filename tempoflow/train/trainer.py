@@ -22,11 +22,10 @@ from accelerate.utils import set_seed
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tempoflow.config import TrainConfig
+from tempoflow.configio import require
 from tempoflow.errors import CheckpointError, TrainingError
 from tempoflow.files import write_text_atomic
 from tempoflow.methods.base import Method
-from tempoflow.nets.discriminator import LatentDiscriminator, PatchDiscriminator
 from tempoflow.report.html import read_log
 from tempoflow.train.checkpoint import (
     EMA_WEIGHTS,
@@ -47,6 +46,41 @@ from tempoflow.train.state import (
 )
 from tempoflow.train.threads import thread_governor
 from tempoflow.weights import load_weights
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One trainer for every method (``tempoflow.train``)."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine schedule decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16"
+    compile: bool = False  # torch.compile the method's network (pays on GPU for long runs)
+    # CPU only: 0 = choose between all cores and one by measured speed while training (degrades
+    # gracefully when another job shares the cores; tempoflow.train.threads), N = exactly N threads
+    # (bit-for-bit reproducible runs need a fixed count).
+    cpu_threads: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            require(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        require(self.cpu_threads >= 0, f"train.cpu_threads must be >= 0 (0 = adaptive), got {self.cpu_threads}")
+        require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        require(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
+        require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+                 f"train.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
 
 
 @dataclass
@@ -132,14 +166,14 @@ def resolve_mixed_precision(setting: str, device: str) -> str:
     return setting
 
 
-def clip_groups(method: nn.Module) -> list[list[nn.Parameter]]:
+def clip_groups(method: Method) -> list[list[nn.Parameter]]:
     """Trainable parameters split by player: one group per discriminator, one for everything else.
 
     Each group's gradient norm is clipped on its own: a discriminator's BCE gradient must not be
     shrunk by the generator's (eq. (2) of the align method sums over thousands of pixels) nor the
     other way round. A method without discriminators has one group.
     """
-    discs = [m for m in method.modules() if isinstance(m, (PatchDiscriminator, LatentDiscriminator))]
+    discs = method.players()
     in_disc = {id(p) for d in discs for p in d.parameters()}
     groups = [[p for p in d.parameters() if p.requires_grad] for d in discs]
     groups.append([p for p in method.parameters() if p.requires_grad and id(p) not in in_disc])

@@ -7,9 +7,13 @@ trained method back from a run or checkpoint folder). Everything below it takes 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from tempoflow.codecs import CODECS, Codec, PixelCodec
@@ -23,10 +27,13 @@ from tempoflow.errors import CheckpointError, ConfigError, DataError
 from tempoflow.methods import Method, method_class
 from tempoflow.text import TextEncoder, make_text_encoder
 from tempoflow.train.checkpoint import (
+    CHECKSUMS,
     CONFIG,
     WEIGHTS,
     Checkpoint,
+    checksums,
     holds_checkpoints,
+    learned_state,
     read_checkpoint,
 )
 from tempoflow.train.trainer import Trainer, TrainResult
@@ -286,6 +293,73 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+# A saved pipeline (save_pipeline) holds one set of weights (model.safetensors) and stores the paths of
+# what it carries (codec run, text model) relative to its folder; its meta lists them.
+PIPELINE = "pipeline"
+RELATIVE_PATHS = "relative_paths"
+# Settings that name files a method is built from: what save_pipeline copies in.
+PATH_SETTINGS = ("flow.codec_path", "vlfm.codec_path", "align.video_path", "text.path", "text.cache")
+
+
+def _with_local_paths(ckpt: Checkpoint) -> dict:
+    """The checkpoint's config with the paths a saved pipeline stores relative to its folder made absolute."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in ckpt.config.items()}
+    for key in ckpt.meta.get(RELATIVE_PATHS, []):
+        section, name = key.split(".")
+        if isinstance(data.get(section), dict) and data[section].get(name):
+            data[section][name] = str(ckpt.path / data[section][name])
+    return data
+
+
+def save_pipeline(method: Method, cfg: ExperimentConfig, ckpt: Checkpoint, folder: str | Path) -> Path:
+    """Write a trained method as one self-contained folder that :func:`load_run` (and ``tempoflow.load``)
+    reads in another process, on another machine: its weights (``model.safetensors``), ``config.json``
+    with SHA-256s of every file, and copies of what it is built from — a trained codec's run (saved
+    the same way, recursively, under ``codec/``), a local diffusers folder, a local text model and the
+    caption-embedding cache. A hub id stays a hub id. Written beside ``folder`` and renamed into place.
+
+    Raises:
+        ConfigError: ``folder`` exists and is not empty.
+    """
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} exists and is not empty: choose a new folder to save the pipeline in")
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        data = to_dict(cfg)
+        relative = []
+        for key in PATH_SETTINGS:
+            section, name = key.split(".")
+            source = data[section][name]
+            if section in ("flow", "vlfm", "align") and section != cfg.method or not source:
+                continue
+            if not Path(source).exists():
+                continue  # a hub id: the loading machine resolves it as the run did
+            target = {"text.path": "text_model", "text.cache": "text_cache.safetensors"}.get(key, "codec")
+            trained_codec = key == "align.video_path" or data[section].get("codec") in ("autoencoder", "video_wae")
+            if target == "codec" and trained_codec:  # a tempoflow run: saved the same way
+                codec, codec_cfg, codec_ckpt = load_run(source, device="cpu")
+                save_pipeline(codec, codec_cfg, codec_ckpt, tmp / target)
+            elif Path(source).is_dir():
+                shutil.copytree(source, tmp / target)
+            else:
+                shutil.copy2(source, tmp / target)
+            data[section][name] = target
+            relative.append(key)
+        save_file({k: v.detach().cpu().contiguous() for k, v in learned_state(method).items()}, str(tmp / WEIGHTS))
+        meta = {k: v for k, v in ckpt.meta.items() if k != CHECKSUMS}
+        meta.update({PIPELINE: True, RELATIVE_PATHS: relative, CHECKSUMS: checksums(tmp)})
+        (tmp / CONFIG).write_text(json.dumps({"config": data, "meta": meta}, indent=2))
+        if folder.exists():
+            folder.rmdir()
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def load_run(
     path: str | Path, device: str = "auto", ema: bool = True, text: TextEncoder | None = None,
     overrides: dict | None = None,
@@ -298,17 +372,18 @@ def load_run(
     """
     ckpt = read_checkpoint(path)
     ckpt.file(WEIGHTS)  # present and intact even when sampling the EMA: reports name the model by it
+    saved = _with_local_paths(ckpt)
     try:
-        cfg = from_dict(ExperimentConfig, ckpt.config)
+        cfg = from_dict(ExperimentConfig, saved)
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {ckpt.path} has an unreadable config: {err}") from err
     if overrides:  # a bad override is the user's setting, not a fault of the checkpoint
-        data = dict(ckpt.config)
+        data = dict(saved)
         for section, values in overrides.items():
             data[section] = {**data.get(section, {}), **values}
         cfg = from_dict(ExperimentConfig, data)
     method = build_method(cfg, text)
-    load_weights(method, ckpt.weights(ema=ema), ckpt.path)
+    load_weights(method, ckpt.weights(ema=ema and not ckpt.meta.get(PIPELINE)), ckpt.path)
     pinned = ckpt.meta.get("codec_fingerprint")
     if pinned is not None and method.codec.fingerprint() != pinned:
         raise CheckpointError(

@@ -1,0 +1,140 @@
+"""The Python API: load a trained run (or a saved pipeline) and sample it in three lines.
+
+    import tempoflow
+    pipe = tempoflow.load("runs/demo")
+    video = pipe("a red circle moves left", seed=0)     # (1, T, 3, H, W) in [0, 1]
+
+``pipe.save(folder)`` writes one self-contained folder (weights, config, the codec's run and the text
+model it needs) that ``tempoflow.load`` reads in another process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tempoflow.config import ExperimentConfig
+from tempoflow.errors import ConfigError
+from tempoflow.methods import Method
+from tempoflow.runs import initial_frames, load_run, save_pipeline
+from tempoflow.train.checkpoint import Checkpoint
+
+
+class Pipeline:
+    """A trained method with its config, ready to sample (``tempoflow.load``).
+
+    Attributes:
+        method: the ``Method`` (eval mode, on its device).
+        config: the experiment config it was trained with (its ``sample`` section is the default).
+        checkpoint: where it was loaded from.
+    """
+
+    def __init__(self, method: Method, config: ExperimentConfig, checkpoint: Checkpoint):
+        self.method, self.config, self.checkpoint = method, config, checkpoint
+
+    @property
+    def fps(self) -> float:
+        """Frames per second of the training videos (frame k, 1-based, at k / fps seconds)."""
+        return self.checkpoint.fps
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.method.parameters()).device
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.method.name!r}, task={self.method.task!r}, from={str(self.checkpoint.path)!r})"
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        *,
+        num: int = 1,
+        seed: int = 0,
+        frames: int | None = None,
+        fps: float | None = None,
+        duration: float | None = None,
+        guidance: float | None = None,
+        steps: int | None = None,
+        solver: str | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Videos ``(B, T, C, H, W)`` on the CPU, ``B = num × len(prompts)`` (prompt-major), in [0, 1]
+        (physics fields unclamped).
+
+        Args:
+            prompt: a caption or a list (text-to-video methods); not used by trajectory methods.
+            num: samples per prompt (trajectories for trajectory methods).
+            seed: the noise; the same seed gives the same videos.
+            frames: frames per video (a flow with the DiT, trajectory methods); default the training length.
+            fps, duration: continuous-time methods (vlfm): frames at ``k / fps`` seconds up to ``duration``
+                (defaults: the training rate and length; past it extrapolates).
+            guidance, steps, solver: override the run's ``sample`` section.
+            progress: a progress bar.
+
+        Raises:
+            ConfigError: a setting the method cannot take (e.g. ``fps`` on a fixed-frame method).
+            DataError: an empty caption. SolverError: the solve failed or a sample is not finite.
+        """
+        if num < 1:
+            raise ConfigError(f"num must be >= 1, got {num}")
+        changes = {k: v for k, v in (("guidance", guidance), ("steps", steps), ("solver", solver)) if v is not None}
+        try:
+            options = dataclasses.replace(self.config.sample, **changes)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        method = self.method
+        if method.task == "reconstruction":
+            raise ConfigError(f"method '{method.name}' reconstructs videos (method.reconstruct), it does not sample")
+        if method.task == "trajectory":
+            out = method.sample(initial_frames(self.config, num), generator=generator, options=options,
+                                num_frames=frames, progress=progress)
+            return out.video.float().cpu()
+        if not prompt:
+            raise ConfigError(f"method '{method.name}' needs a prompt (a caption or a list of captions)")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        captions = [p for p in prompts for _ in range(num)]
+        if fps is not None or duration is not None:
+            if not method.continuous_time:
+                raise ConfigError(f"fps/duration need a continuous-time method (vlfm), not '{method.name}'")
+            fps = self.fps if fps is None else float(fps)
+            duration = method.num_frames / method.fps if duration is None else float(duration)
+            if not (math.isfinite(fps) and fps > 0 and math.isfinite(duration) and duration > 0):
+                raise ConfigError(f"fps and duration must be finite and > 0, got {fps} and {duration}")
+            times = torch.arange(1, max(1, round(duration * fps)) + 1, dtype=torch.float64) / fps
+            out = method.sample(captions, generator=generator, options=options, times=times.float(), progress=progress)
+        elif frames is not None:
+            if method.continuous_time:
+                raise ConfigError("a continuous-time method (vlfm) takes fps and duration, not frames")
+            out = method.sample(captions, generator=generator, options=options, num_frames=frames, progress=progress)
+        else:
+            out = method.sample(captions, generator=generator, options=options, progress=progress)
+        return out.video.float().cpu()
+
+    def save(self, folder: str | Path) -> Path:
+        """Write this pipeline as one self-contained folder (``tempoflow.runs.save_pipeline``).
+
+        Raises:
+            ConfigError: ``folder`` exists and is not empty.
+        """
+        return save_pipeline(self.method, self.config, self.checkpoint, folder)
+
+
+def load(path: str | Path, device: str = "auto", **sample: object) -> Pipeline:
+    """A trained run, checkpoint or saved pipeline, ready to sample (EMA weights, eval mode).
+
+    Args:
+        path: a run folder (its latest checkpoint), a checkpoint folder or a folder ``Pipeline.save`` wrote.
+        device: "auto" (a GPU when there is one), "cpu" or "cuda".
+        sample: defaults for sampling, as the ``sample`` section's keys (``guidance=3``, ``steps=32``...).
+
+    Raises:
+        CheckpointError: nothing loadable there, or a damaged file (named). ConfigError: a bad setting.
+    """
+    method, cfg, ckpt = load_run(path, device=device, overrides={"sample": sample} if sample else None)
+    return Pipeline(method, cfg, ckpt)

@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {"load": "tempoflow.api", "Pipeline": "tempoflow.api", "write_video": "tempoflow.data.io",
-         "read_video": "tempoflow.data.io"}
+         "read_video": "tempoflow.data.video_reader"}
 
 __all__ = ["Pipeline", "load", "read_video", "write_video"]
 

@@ -158,7 +158,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _require_sample_memory(num: int, frames: int | None, meta: dict, scale: int) -> None:
     """Refuse, before sampling, videos whose float frames (and the upscaled copy written) cannot fit
     in memory; ``meta["video_shape"]`` is the training ``(T, C, H, W)``."""
-    from tempoflow.data.io import require_memory
+    from tempoflow.data.video_reader import require_memory
 
     T, C, H, W = meta["video_shape"]
     frames = frames or T

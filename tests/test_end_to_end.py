@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tempoflow.cli import main
-from tempoflow.data.io import read_video
+from tempoflow.data.video_reader import read_video
 
 from .conftest import TINY
 
@@ -100,7 +100,7 @@ def test_eval_computes_fvd_with_i3d_weights_given_by_path(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from tempoflow.metrics.i3d import InceptionI3d
+    from tempoflow.nets.i3d import InceptionI3d
 
     weights = tmp_path / "i3d.safetensors"
     save_file({k: v.contiguous() for k, v in InceptionI3d().state_dict().items()}, str(weights))
@@ -159,7 +159,7 @@ def test_eval_computes_bucket_lpips_with_weights_given_by_path(tmp_path):
 def test_data_render_writes_videos_and_an_open_sora_manifest(tmp_path):
     import csv
 
-    from tempoflow.data.io import read_video
+    from tempoflow.data.video_reader import read_video
 
     out = tmp_path / "data"
     assert main(["data", "render", "demo", *TINY, "--out", str(out), "--splits", "test"]) == 0

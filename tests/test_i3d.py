@@ -13,16 +13,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tempoflow.errors import CheckpointError
-from tempoflow.metrics.i3d import (
-    I3DFeatures,
-    InceptionI3d,
-    MaxPool3dSame,
-    fvd,
-    kvd,
-    load_i3d,
-    pad_same,
-    preprocess_for_i3d,
-)
+from tempoflow.metrics.i3d import I3DFeatures, fvd, kvd, load_i3d, preprocess_for_i3d
+from tempoflow.nets.i3d import InceptionI3d, MaxPool3dSame, pad_same
 
 SMALLEST = (1, 3, 9, 193, 193)  # (B, C, T, H, W): ceil(9/8) = 2 frames, ceil(193/32) = 7 pixels
 

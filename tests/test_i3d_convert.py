@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from tempoflow.errors import CheckpointError
-from tempoflow.metrics.i3d import InceptionI3d, convert_tf_i3d, load_i3d, load_i3d_npz
+from tempoflow.metrics.i3d import load_i3d
+from tempoflow.metrics.i3d_convert import convert_tf_i3d, load_i3d_npz
+from tempoflow.nets.i3d import InceptionI3d
 
 SMALLEST = (1, 3, 9, 193, 193)  # (B, C, T, H, W)
 SCOPE = "RGB/inception_i3d"

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tempoflow.data.io import VideoClip, read_video, write_grid, write_video
+from tempoflow.data.io import write_grid, write_video
+from tempoflow.data.video_reader import VideoClip, read_video
 from tempoflow.errors import DataError
 
 HAS_VP9 = "libvpx-vp9" in av.codecs_available
@@ -264,7 +265,7 @@ def _mux(path, arrays, times=None, rate=8, rotation=0):
 def test_display_rotation_is_applied(tmp_path, rotation):
     """Phones store portrait video as landscape frames plus a display matrix; reference: np.rot90 of
     the coded frame by the rotation PyAV reports (degrees counter-clockwise)."""
-    from tempoflow.data.io import read_clip
+    from tempoflow.data.video_reader import read_clip
 
     mark = np.zeros((32, 48), np.uint8)
     mark[:8] = 255
@@ -283,7 +284,7 @@ def test_variable_frame_rate_clip_by_timestamp(tmp_path):
     """A burst 50 ms apart, then frames 250 ms apart (field case 02): clip frame k is the frame on
     screen at k / fps (brute force over the known capture times), and a clip that fits the file's
     duration is accepted though the file has fewer frames than its stored rate (20) x duration."""
-    from tempoflow.data.io import read_clip
+    from tempoflow.data.video_reader import read_clip
 
     times = [0.05 * i for i in range(20)] + [1.0 + 0.25 * i for i in range(10)]
     ends = times[1:] + [times[-1] + 0.25]
@@ -306,7 +307,7 @@ def test_variable_frame_rate_clip_by_timestamp(tmp_path):
 def test_clip_stops_decoding_after_its_last_frame(tmp_path, monkeypatch):
     """A 2-frame clip at the file's rate from a 40-frame file decodes 3 frames (the third shows the
     second has left the screen), not 40."""
-    from tempoflow.data import io
+    from tempoflow.data import video_reader as io
 
     arrays = [np.full((16, 16, 3), 6 * i, np.uint8) for i in range(40)]
     path = _mux(tmp_path / "long.mp4", arrays, rate=8)
@@ -325,7 +326,7 @@ def test_clip_stops_decoding_after_its_last_frame(tmp_path, monkeypatch):
 
 
 def test_video_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
-    from tempoflow.data import io
+    from tempoflow.data import video_reader as io
     from tempoflow.data.folder import FolderConfig, make_folder
 
     path = write_video(tmp_path / "v" / "a.mp4", smooth_video(4, 32, 32), fps=8)

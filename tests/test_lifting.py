@@ -15,8 +15,8 @@ from scipy import stats
 from tempoflow.cli import main
 from tempoflow.config import load_config
 from tempoflow.data import load_dataset, physics_initial_state, video_shape
-from tempoflow.data.io import read_video
 from tempoflow.data.physics import simulate
+from tempoflow.data.video_reader import read_video
 from tempoflow.errors import ConfigError
 from tempoflow.methods.lifting import pair_labels
 from tempoflow.methods.rollout import Step, pad_window, rollout, training_pairs

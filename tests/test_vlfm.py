@@ -171,7 +171,7 @@ def test_vlfm_end_to_end_through_the_cli(tmp_path):
     video = tmp_path / "s.mp4"
     assert main(["sample", str(run), "--prompt", "a red circle moves left", "--fps", "24", "--duration", "2",
                  "--out", str(video), "--device", "cpu"]) == 0
-    from tempoflow.data.io import read_video
+    from tempoflow.data.video_reader import read_video
 
     clip = read_video(video)
     assert clip.frames.shape[0] == 48 and clip.fps == 24

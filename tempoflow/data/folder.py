@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of
-from tempoflow.data.io import read_clip, require_memory, to_float_frames
+from tempoflow.data.video_reader import read_clip, require_memory, to_float_frames
 from tempoflow.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif")

@@ -85,7 +85,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     method = build_method(cfg)
-    codec = getattr(method, "codec", None)
+    codec = method.codec
     if codec is None:
         raise ConfigError(f"method '{cfg.method}' has no codec: nothing to encode")
     datasets = {split: load_dataset(cfg.data, split) for split in args.splits}

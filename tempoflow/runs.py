@@ -251,7 +251,7 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
         check_resumable(cfg, saved)
     method = build_method(cfg, text)
     if cfg.data.latent_cache:
-        if getattr(method, "codec", None) is None:
+        if method.codec is None:
             raise ConfigError(f"method '{cfg.method}' has no codec: it cannot train from data.latent_cache")
         data = load_latents(cfg.data.latent_cache, method.codec, data_dict(cfg.data), "train")
         tensors, key = data.latents, "latents"
@@ -263,7 +263,7 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
-    if getattr(method, "codec", None) is not None:  # the codec is rebuilt at load time: pin which one
+    if method.codec is not None:  # the codec is rebuilt at load time: pin which one
         meta["codec_fingerprint"] = method.codec.fingerprint()
     if saved is not None and saved.meta.get("codec_fingerprint") != meta.get("codec_fingerprint"):
         raise ConfigError(f"--resume: the run in {out} was trained in another latent space: its codec now "

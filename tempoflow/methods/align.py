@@ -60,9 +60,34 @@ MAX_LOGIT_SCALE = 100.0  # CLIP clips its learnable logit scale 1/τ at 100
 EMBED_CHUNK = 256  # videos encoded / decoded at once in evaluation
 
 
-# What trains the text-to-video mapping of ``align`` (seed 002 §3, Tables 2 and 3): ours, then the baselines.
-ALIGN_OBJECTIVES = ("progressive_bucket", "direct_bucket", "direct_infonce", "clip_infonce", "imagebind",
-                    "progressive_vicreg", "progressive_byol")
+@dataclass(frozen=True)
+class Objective:
+    """What trains ``align``'s text-to-video mapping, as three choices (seed 002 §3, Tables 2 and 3).
+
+    Attributes:
+        space: "progressive" (text and video meet in a learned shared space, then ``G_s`` decodes to
+            the video space) or "direct" (text maps straight into the video WAE's space).
+        heads: "mlp" (the paper's 4-layer MLPs) or "projection" (ImageBind's LayerNorm + linear heads).
+        divergence: "bucket" (ours: 𝒟_s with the bucket loss and ``D_s``), "infonce" (CLIP's, with a
+            learned temperature), "vicreg" or "byol".
+    """
+
+    space: str
+    heads: str
+    divergence: str
+
+
+# Ours, then the baselines, by name (``align.objective``).
+OBJECTIVES = {
+    "progressive_bucket": Objective("progressive", "mlp", "bucket"),
+    "direct_bucket": Objective("direct", "mlp", "bucket"),
+    "direct_infonce": Objective("direct", "mlp", "infonce"),
+    "clip_infonce": Objective("progressive", "mlp", "infonce"),
+    "imagebind": Objective("progressive", "projection", "infonce"),
+    "progressive_vicreg": Objective("progressive", "mlp", "vicreg"),
+    "progressive_byol": Objective("progressive", "mlp", "byol"),
+}
+ALIGN_OBJECTIVES = tuple(OBJECTIVES)
 
 
 @dataclass(frozen=True)
@@ -195,21 +220,22 @@ class Align(Method):
         self.video_shape = tuple(video_shape)
         self.latent_shape = (1, *self.codec.wae.latent_shape)  # one z_v per clip: (1, d_z)
         d_t, d_z = text.dim, self.codec.wae.latent_shape[0]
-        self.direct = a.objective.startswith("direct")
+        self.objective = objective = OBJECTIVES[a.objective]
+        self.direct = objective.space == "direct"
         d_a = d_z if self.direct else a.shared_dim  # the space the text is aligned in
-        if a.objective == "imagebind":
+        if objective.heads == "projection":
             self.mapping, self.shared_encoder = projection_head(d_t, d_a), projection_head(d_z, d_a)
         else:
             self.mapping = MappingMLP(d_t, d_a, a.hidden, a.dropout)
             self.shared_encoder = nn.Identity() if self.direct else MappingMLP(d_z, d_a, a.hidden, a.dropout)
         self.shared_decoder = nn.Identity() if self.direct else MappingMLP(d_a, d_z, a.hidden, a.dropout)
-        uses_bucket = a.objective.endswith("bucket")
+        uses_bucket = objective.divergence == "bucket"
         self.shared_disc = LatentDiscriminator(d_a, a.disc_width) if uses_bucket else None
         self.logit_scale = None
-        if a.objective.endswith("infonce") or a.objective == "imagebind":
+        if objective.divergence == "infonce":
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / CLIP_TEMPERATURE)))
         self.predictor = None
-        if a.objective == "progressive_byol":  # BYOL's predictor q: Linear, norm, activation, Linear
+        if objective.divergence == "byol":  # BYOL's predictor q: Linear, norm, activation, Linear
             self.predictor = nn.Sequential(
                 nn.Linear(d_a, a.hidden), nn.LayerNorm(a.hidden), nn.SiLU(), nn.Linear(a.hidden, d_a)
             )
@@ -271,9 +297,9 @@ class Align(Method):
     def alignment(self, z_1: Tensor, z_2: Tensor, bucket_ids: Tensor) -> dict[str, Tensor]:
         """The objective's alignment term ``divergence`` (𝒟_s of eq. 3, or a baseline's loss) and
         ``disc_loss``, the BCE that trains ``D_s`` alone (0 without ``D_s``)."""
-        a, objective = self.cfg, self.cfg.objective
+        a, divergence = self.cfg, self.objective.divergence
         zero = z_2.new_zeros((), dtype=torch.float32)
-        if objective.endswith("bucket"):
+        if divergence == "bucket":
             game = adversarial_terms(self.shared_disc, z_1.detach(), z_2, paired=False)  # L_{D_s}
             bucket = bucket_loss(z_2.float(), z_1.float(), bucket_ids, a.alpha, a.lambda_pos, a.lambda_neg,
                                  a.bucket_negatives)
@@ -282,14 +308,12 @@ class Align(Method):
                 "bucket": bucket.detach(),
                 "disc_loss": game.disc_loss,
             }
-        if self.logit_scale is not None:
+        if divergence == "infonce":
             temperature = 1.0 / self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
             return {"divergence": info_nce(z_2.float(), z_1.float(), temperature), "disc_loss": zero}
-        if objective == "progressive_vicreg":
+        if divergence == "vicreg":
             return {"divergence": vicreg(z_2.float(), z_1.float()).loss, "disc_loss": zero}
-        if objective == "progressive_byol":
-            return {"divergence": byol_loss(self.predictor(z_2).float(), z_1.float()), "disc_loss": zero}
-        raise ConfigError(f"unknown align.objective {objective!r}")
+        return {"divergence": byol_loss(self.predictor(z_2).float(), z_1.float()), "disc_loss": zero}
 
     def players(self) -> list[nn.Module]:
         """The discriminators, each clipped as its own gradient group by the trainer."""

@@ -92,6 +92,12 @@ class Method(nn.Module):
     # (every video needs one) or "unused".
     captions: str = "unused"
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The latent space the method generates in (a Codec, frozen), where it has one. An instance
+        # attribute, not a class one: nn.Module keeps sub-modules apart and a class attribute would hide it.
+        self.codec: nn.Module | None = None
+
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         return self.loss(batch, generator)
 

@@ -106,7 +106,9 @@ class Pipeline:
             duration = method.num_frames / method.fps if duration is None else float(duration)
             if not (math.isfinite(fps) and fps > 0 and math.isfinite(duration) and duration > 0):
                 raise ConfigError(f"fps and duration must be finite and > 0, got {fps} and {duration}")
-            times = torch.arange(1, max(1, round(duration * fps)) + 1, dtype=torch.float64) / fps
+            if round(duration * fps) < 1:
+                raise ConfigError(f"fps {fps:g} over duration {duration:g} s gives no frame (frame k is at k / fps)")
+            times = torch.arange(1, round(duration * fps) + 1, dtype=torch.float64) / fps
             out = method.sample(captions, generator=generator, options=options, times=times.float(), progress=progress)
         elif frames is not None:
             if method.continuous_time:

@@ -104,6 +104,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, until=args.until)
+    if math.isnan(result.last_loss):  # nothing left to run: the run was at train.steps already
+        print(f"the run is at step {result.step} already (train.steps={cfg.train.steps}): nothing to train; "
+              f"checkpoint: {result.checkpoint}")
+        return 0
     print(f"trained {result.step} steps ({result.steps_per_second:.2f} steps/s), "
           f"final loss {result.last_loss:.4f}; checkpoint: {result.checkpoint}")
     return 0
@@ -134,7 +138,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         duration = args.duration if args.duration is not None else method.num_frames / method.fps
         if not (math.isfinite(fps) and fps > 0 and math.isfinite(duration) and duration > 0):
             raise ConfigError(f"--fps and --duration must be finite and > 0, got {fps:g} and {duration:g}")
-        frames = max(1, round(duration * fps))
+        frames = round(duration * fps)
+        if frames < 1:
+            raise ConfigError(f"--fps {fps:g} over --duration {duration:g} s gives no frame (frame k is at k / fps "
+                              "seconds): raise --fps or --duration")
         _require_sample_memory(len(captions), frames, ckpt.meta, args.scale)
         times = torch.arange(1, frames + 1, dtype=torch.float64) / fps
         out = method.sample(captions, generator=gen, options=cfg.sample, times=times.float(), progress=progress)
@@ -330,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    if args.command in ("sample",) and args.num < 1:
-        print("tempoflow: error: --num must be >= 1", file=sys.stderr)
+    if args.command == "sample" and (args.num < 1 or args.scale < 1):
+        print(f"tempoflow: error: --num and --scale must be >= 1, got {args.num} and {args.scale}", file=sys.stderr)
         return 2
     try:
         with warnings.catch_warnings():  # a warning is one line too, like an error

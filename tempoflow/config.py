@@ -7,6 +7,7 @@ the dataclass fields and every value against the field's type, so ``train.step=5
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,7 @@ class EvalConfig:
 class ExperimentConfig:
     method: str = "flow"
     out_dir: str = "runs/default"
-    device: str = "auto"  # "auto", "cpu" or "cuda"
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
     model: DiTConfig = field(default_factory=DiTConfig)
@@ -78,6 +79,14 @@ class ExperimentConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        require(DEVICE.fullmatch(self.device) is not None,
+                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+# Where a run computes: what torch.device takes and tempoflow supports.
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:

@@ -19,7 +19,7 @@ from torch import Tensor
 from tempoflow.codecs import CODECS, Codec, PixelCodec
 from tempoflow.codecs.autoencoder import AutoencoderCodec
 from tempoflow.codecs.video_wae import VideoWAECodec
-from tempoflow.config import ExperimentConfig
+from tempoflow.config import DEVICE, ExperimentConfig
 from tempoflow.configio import flatten, from_dict, save_yaml, to_dict
 from tempoflow.data import DataConfig, frame_rate, is_field_data, load_dataset, video_shape
 from tempoflow.data.latent_cache import load_latents
@@ -249,6 +249,9 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
             raise CheckpointError(f"--resume: no checkpoint in {out / 'checkpoints'}")
         saved = read_checkpoint(out)
         check_resumable(cfg, saved)
+        if cfg.train.steps < saved.step:
+            raise ConfigError(f"--resume: the run in {out} is at step {saved.step} already, past train.steps="
+                              f"{cfg.train.steps}; pass train.steps=N with N > {saved.step} to train longer")
     method = build_method(cfg, text)
     if cfg.data.latent_cache:
         if method.codec is None:
@@ -286,10 +289,19 @@ def _require_captions(method: str, captions: list[str] | None, paths: list[Path]
 
 
 def pick_device(device: str) -> torch.device:
+    """``"auto"`` (a GPU when torch sees one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a ``torch.device``.
+
+    Raises:
+        ConfigError: another name, or CUDA asked for where torch sees none (or not that many).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is visible to torch")
+    if DEVICE.fullmatch(device) is None or device == "auto":
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device} but torch sees {torch.cuda.device_count()} CUDA GPUs")
     return torch.device(device)
 
 

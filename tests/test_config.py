@@ -127,3 +127,23 @@ def test_eval_config_sections(tmp_path):
     bad.write_text("sample:\n  steps: many\n")
     with pytest.raises(ConfigError, match="sample.steps"):
         load_sections(bad, ("sample", "eval"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("device=tpu", "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("sample.solver=foo", "sample.solver must be one of euler, midpoint, heun, rk4, dopri5"),
+    ("ardm.solver=dopri5", "ardm.solver must be a fixed-step solver (euler, midpoint, heun, rk4)"),
+])
+def test_names_the_code_cannot_run_are_refused_when_the_config_is_read(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+    assert load_config(None, ["device=cuda:1"]).device == "cuda:1"
+
+
+def test_a_device_torch_does_not_have_is_one_line():
+    from tempoflow.runs import pick_device
+
+    with pytest.raises(ConfigError, match="device must be"):
+        pick_device("tpu")
+    with pytest.raises(ConfigError, match="torch sees"):
+        pick_device("cuda:99")

@@ -165,5 +165,14 @@ def test_non_finite_samples_are_named_by_caption(tiny_cfg):
 def test_min_sigma_too_small_is_refused_with_the_reason(tiny_cfg):
     from tempoflow.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"flow.min_sigma must be >= 0.001, got 1e-08: .*1 / min_sigma"):
-        tiny_cfg("flow.min_sigma=1e-8")
+    for bad in ("1e-08", "2"):
+        with pytest.raises(ConfigError, match=rf"flow.min_sigma must be in \[0.001, 1\] for data prediction, got {bad}"):
+            tiny_cfg("flow.prediction=data", f"flow.min_sigma={bad}")
+    assert tiny_cfg("flow.min_sigma=1e-8").flow.min_sigma == 1e-8  # velocity prediction never uses it
+
+
+def test_a_video_the_dit_patches_cannot_tile_is_refused_when_built(tiny_cfg):
+    from tempoflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"3 frames at 16x16 do not tile into the DiT's patches of 2x4x4"):
+        build_method(tiny_cfg("data.shapes.num_frames=3"))

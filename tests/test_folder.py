@@ -130,3 +130,24 @@ def test_train_a_flow_on_a_half_captioned_folder(tmp_path, videos):
     data = ["data.name=folder", f"data.folder.path={videos}", "data.folder.num_frames=4", "data.folder.resolution=16",
             "data.folder.test_fraction=0.0"]
     assert main(["train", "demo", *TINY, *data, f"out_dir={tmp_path / 'run'}"]) == 0
+
+
+def test_manifest_row_without_a_path_and_hidden_files(tmp_path, videos):
+    bad = tmp_path / "manifest.csv"
+    bad.write_text("path,text\nclips/v0.mp4,first\n,second\n")
+    with pytest.raises(DataError, match=r"manifest.csv line 3: the path column is empty"):
+        list_videos(bad)
+    (videos / "._v0.mp4").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")  # not a video of the set
+    assert all(not p.name.startswith(".") for p, _, _ in list_videos(videos))
+
+
+def test_eval_of_a_run_trained_without_captions_says_what_to_do(tmp_path, videos, capsys):
+    for txt in videos.glob("*.txt"):
+        txt.unlink()
+    run = tmp_path / "run"
+    data = ["data.name=folder", f"data.folder.path={videos}", "data.folder.num_frames=4", "data.folder.resolution=16",
+            "data.folder.test_fraction=0.0"]
+    assert main(["train", "demo", *TINY, *data, f"out_dir={run}"]) == 0
+    assert main(["eval", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no captions" in err and "eval.prompts" in err

@@ -322,3 +322,23 @@ def test_the_cli_prints_one_line_and_exits_2(run, tmp_path, capsys, command):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tempoflow: error: ") and "\n" not in err and str(file) in err, err
+
+
+def test_resume_cannot_go_back_and_a_finished_run_says_so(run, tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"is at step 2 already, past train.steps=1; pass train.steps=N with N > 2"):
+        _resume(run, "train.steps=1")
+    config = tmp_path / "tiny.yaml"
+    save_yaml(_cfg(run), config)
+    assert main(["train", str(config), "--resume"]) == 0
+    assert "at step 2 already (train.steps=2): nothing to train" in capsys.readouterr().out
+
+
+def test_a_refused_pickle_is_not_explained_with_how_to_run_it(legacy, tmp_path):
+    run = Path(shutil.copytree(legacy, tmp_path / "run"))
+    marker = tmp_path / "marker"
+    file = run / LATEST / "state" / "optimizer.bin"
+    _plant(file, marker, zipped=True)
+    with pytest.raises(CheckpointError) as info:
+        _resume(run, "train.steps=4")
+    message = str(info.value)
+    assert "never loads" in message and "weights_only" not in message and not marker.exists()

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from tempoflow.errors import CheckpointError, ConfigError, TrainingError
 from tempoflow.runs import build_method, load_run, make_trainer, train
 from tempoflow.train.checkpoint import read_checkpoint, resolve_checkpoint
-from tempoflow.train.trainer import EMA, Trainer, lr_lambda
+from tempoflow.train.ema import EMA
+from tempoflow.train.trainer import Trainer, lr_lambda
 
 
 def _weights(path):
@@ -201,3 +202,16 @@ def test_each_discriminator_is_clipped_on_its_own():
     gen_norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model["gen"].parameters()]))
     assert float(disc_norm) == pytest.approx(0.5, rel=1e-5)
     assert float(gen_norm) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_running_out_of_memory_is_one_line(tiny_cfg, monkeypatch):
+    from tempoflow.errors import TrainingError
+    from tempoflow.methods.flow import FlowMatching
+
+    def allocate(self, batch, generator=None):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 256000000004 bytes")
+
+    monkeypatch.setattr(FlowMatching, "loss", allocate)
+    with pytest.raises(TrainingError, match=r"out of memory in training step 1 .*lower train.batch_size \(4\)"):
+        train(tiny_cfg())

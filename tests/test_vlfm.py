@@ -175,7 +175,8 @@ def test_vlfm_end_to_end_through_the_cli(tmp_path):
 
     clip = read_video(video)
     assert clip.frames.shape[0] == 48 and clip.fps == 24
-    for flag, value in (("--fps", "nan"), ("--fps", "inf"), ("--fps", "0"), ("--duration", "0"), ("--duration", "-1")):
+    for flag, value in (("--fps", "nan"), ("--fps", "inf"), ("--fps", "0"), ("--duration", "0"), ("--duration", "-1"),
+                        ("--fps", "1e-9"), ("--scale", "0")):  # 1e-9: no frame inside the duration
         assert main(["sample", str(run), "--prompt", "a red circle", flag, value, "--device", "cpu",
                      "--out", str(tmp_path / "bad.mp4")]) == 2, (flag, value)  # one line, no traceback
     assert main(["sample", str(run), "--prompt", "a red circle", "--duration", "1e9", "--device", "cpu",

@@ -97,10 +97,14 @@ def list_videos(path: str | Path) -> list[tuple[Path, str, float | None]]:
         if not rows or "path" not in rows[0] or not ({"text", "caption"} & set(rows[0])):
             raise DataError(f"{path}: a manifest needs the columns path and text (or caption)")
         # line numbers as an editor shows them: the header is line 1
+        empty = [i + 2 for i, r in enumerate(rows) if not (r.get("path") or "").strip()]
+        if empty:
+            raise DataError(f"{path} line {empty[0]}: the path column is empty")
         return [(path.parent / r["path"], (r.get("text") or r.get("caption") or "").strip(),
                  parse_rate(r["fps"], f"{path} line {i + 2} ({r['path']})") if (r.get("fps") or "").strip() else None)
                 for i, r in enumerate(rows)]
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    # hidden files are never videos of the set (macOS writes "._name.mp4" resource forks beside them)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise DataError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {path}")
     return [(p, read_caption(p.with_suffix(".txt")), None) for p in files]

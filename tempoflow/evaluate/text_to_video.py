@@ -11,6 +11,7 @@ Writes ``metrics.json`` (metrics + config, checkpoint hash, seed, hardware, timi
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from safetensors.torch import save_file
 from tempoflow.config import ExperimentConfig, SampleConfig
 from tempoflow.data import load_dataset
 from tempoflow.data.io import write_video
+from tempoflow.errors import ConfigError
 from tempoflow.evaluate.continuous_time import continuous_time_scores, time_grid
 from tempoflow.evaluate.record import write_record
 from tempoflow.evaluate.scores import (
@@ -50,8 +52,12 @@ def default_prompts(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     if cfg.eval.prompts:
         return [("custom", p) for p in cfg.eval.prompts]
     n = cfg.eval.num_prompts
-    train = load_dataset(cfg.data, "train").unique_captions
-    held = load_dataset(cfg.data, "heldout").unique_captions
+    # uncaptioned videos (trained on the null condition) have no caption to be scored against
+    train = [c for c in load_dataset(cfg.data, "train").unique_captions if c.strip()]
+    held = [c for c in load_dataset(cfg.data, "heldout").unique_captions if c.strip()]
+    if not train:
+        raise ConfigError("the run's training videos have no captions (it learned the unconditional model), so "
+                          "there is no caption to sample and score: pass eval.prompts=['...'] to sample anyway")
     n_held = min(len(held), n // 2)
     n_train = n - n_held
     return [("train", c) for c in _spread(train, n_train)] + [("heldout", c) for c in _spread(held, n_held)]
@@ -64,7 +70,7 @@ def sample_prompts(method: Method, prompts: list[str], sc: SampleConfig) -> tupl
     gen = torch.Generator(device=device).manual_seed(sc.seed)
     captions = [p for p in prompts for _ in range(sc.num_per_prompt)]
     t0 = time.perf_counter()
-    out = method.sample(captions, generator=gen, options=sc, progress=True)
+    out = method.sample(captions, generator=gen, options=sc, progress=sys.stderr.isatty())
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

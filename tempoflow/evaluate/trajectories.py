@@ -17,6 +17,7 @@ Writes ``metrics.json`` (config, checkpoint hash, hardware, timing), ``samples.s
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,7 @@ def timed_rollout(method: NextFrameMethod, initial: Tensor, steps: int, seed: in
     gen = torch.Generator(device=device).manual_seed(seed)
     t0 = time.perf_counter()
     out = rollout(
-        next_frame or method.next_frame, initial.to(device), method.window, steps, 1, gen, progress=True
+        next_frame or method.next_frame, initial.to(device), method.window, steps, 1, gen, progress=sys.stderr.isatty()
     )
     if device.type == "cuda":
         torch.cuda.synchronize()

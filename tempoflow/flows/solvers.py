@@ -226,7 +226,9 @@ def _solve_adaptive(velocity: Velocity, x_init: Tensor, t_eval: Tensor, method: 
                    "flow.min_sigma); use a fixed-step solver or loosen atol/rtol")
         else:
             raise
-        raise SolverError(f"{method} {why} (reached t={float(reached):.7g} of {float(t_eval[-1]):g})") from err
+        t0, t1 = float(t_eval[0]), float(t_eval[-1])
+        near = min(max(float(reached), min(t0, t1)), max(t0, t1))  # rejected trial steps may overshoot t1
+        raise SolverError(f"{method} {why} (last evaluated near t={near:.7g}, solving from t={t0:g} to {t1:g})") from err
     return xs, nfe
 
 

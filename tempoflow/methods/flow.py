@@ -73,10 +73,10 @@ class FlowConfig:
                  f"flow.prediction must be 'velocity' or 'data', got {self.prediction!r}")
         require(0.0 <= self.caption_dropout < 1.0, f"flow.caption_dropout must be in [0, 1), got {self.caption_dropout}")
         require(0.0 <= self.sigma_min < 1.0, f"flow.sigma_min must be in [0, 1), got {self.sigma_min}")
-        require(self.min_sigma >= MIN_SIGMA_FLOOR,
-                 f"flow.min_sigma must be >= {MIN_SIGMA_FLOOR:g}, got {self.min_sigma:g}: near t = 1 the velocity "
-                 "(x̂ − x_t) / min_sigma multiplies the network's error by 1 / min_sigma, so samples overflow and "
-                 "adaptive solvers stall")
+        require(self.prediction != "data" or MIN_SIGMA_FLOOR <= self.min_sigma <= 1.0,
+                f"flow.min_sigma must be in [{MIN_SIGMA_FLOOR:g}, 1] for data prediction, got {self.min_sigma:g}: near "
+                "t = 1 the velocity (x̂ − x_t) / min_sigma multiplies the network's error by 1 / min_sigma, so samples "
+                "overflow and adaptive solvers stall")
 
 
 class FlowMatching(Method):
@@ -108,6 +108,7 @@ class FlowMatching(Method):
                                          frame_size=self.latent_shape[1:])
         else:
             self.net = DiT(model, self.latent_shape[0], text.dim)
+            self.net.check_fits(self.num_frames, *self.latent_shape[1:], f"the {codec.name} latents of the data")
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """batch: ``video`` (B, T, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""

@@ -143,6 +143,7 @@ class VideoLatentFlow(Method):
             self.net = StackedFramesUNet(v.unet, 1, C, text.dim, out_channels=out, frame_size=self.latent_shape[1:])
         else:
             self.net = DiT(dataclasses.replace(model, patch_t=1), C, text.dim, out_channels=out)
+            self.net.check_fits(1, *self.latent_shape[1:], f"the {codec.name} latents of the data")
 
     @property
     def frame_times(self) -> Tensor:

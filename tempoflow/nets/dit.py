@@ -139,6 +139,18 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
+    def check_fits(self, frames: int, height: int, width: int, where: str) -> None:
+        """Refuse, when a method is built, a video size the patches cannot tile.
+
+        Raises:
+            ConfigError: ``frames`` not a multiple of ``patch_t`` or a side not of ``patch_hw``; the
+                message names ``where`` the size comes from.
+        """
+        pt, p = self.cfg.patch_t, self.cfg.patch_hw
+        if frames % pt or height % p or width % p:
+            raise ConfigError(f"{where}: {frames} frames at {height}x{width} do not tile into the DiT's patches "
+                              f"of {pt}x{p}x{p} (model.patch_t, model.patch_hw)")
+
     def check_input(self, x: Tensor) -> None:
         pt, p = self.cfg.patch_t, self.cfg.patch_hw
         if x.ndim != 5 or x.shape[2] != self.channels:

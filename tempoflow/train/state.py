@@ -31,6 +31,7 @@ the checkpoint's ``ema.safetensors`` holds the same values.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -249,7 +250,12 @@ def _torch_load(ckpt: Checkpoint, name: str) -> Any:
     loader, as ``load_state`` reads these files). Raises CheckpointError: missing or unreadable."""
     file = ckpt.file(f"{STATE}/{name}")
     try:
-        return torch_load_safe_numpy(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is not for our users
+            warnings.simplefilter("ignore")
+            return torch_load_safe_numpy(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # objects that only a full unpickle could build: never run them
+        raise damaged(ckpt.path, file, "holds pickled Python objects, which tempoflow never loads (they could "
+                                       "run code)") from err
     except TORCH_LOAD_ERRORS as err:
         raise damaged(ckpt.path, file, f"is not a readable torch file ({first_line(err)})") from err
 

@@ -45,7 +45,7 @@ from tempoflow.train.state import (
     save_training_state,
 )
 from tempoflow.train.threads import thread_governor
-from tempoflow.weights import load_weights
+from tempoflow.weights import first_line, load_weights
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,12 @@ def clip_groups(method: Method) -> list[list[nn.Parameter]]:
     groups = [[p for p in d.parameters() if p.requires_grad] for d in discs]
     groups.append([p for p in method.parameters() if p.requires_grad and id(p) not in in_disc])
     return [g for g in groups if g]
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch running out of device or host memory (not another RuntimeError)."""
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
 class Trainer:
@@ -326,10 +332,18 @@ class Trainer:
         self.method.train()
         while self.state.step < end:
             batch = self.batch()
-            terms = self.method(batch, self.state.noise_gen)
-            loss = terms["loss"]
-            finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
-            acc.backward(loss)
+            try:
+                terms = self.method(batch, self.state.noise_gen)
+                loss = terms["loss"]
+                finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
+                acc.backward(loss)
+            except (torch.OutOfMemoryError, RuntimeError) as err:
+                if not out_of_memory(err):
+                    raise
+                raise TrainingError(
+                    f"out of memory in training step {self.state.step + 1} ({first_line(err)[:120]}): lower "
+                    f"train.batch_size ({cfg.batch_size}), the frames or the resolution"
+                ) from err
             # unscale once (fp16's GradScaler refuses a second unscale per step), then clip each player
             acc.unscale_gradients()
             for group in self.clip_groups:

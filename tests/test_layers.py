@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tempoflow"
 
-# Bottom to top. A module belongs to the first entry that is a prefix of its dotted name.
+# Bottom to top. A module belongs to the longest entry that is a prefix of its dotted name.
 LAYERS: list[tuple[str, ...]] = [
     ("tempoflow.errors", "tempoflow.files", "tempoflow.configio", "tempoflow.weights", "tempoflow.viewing",
      "tempoflow.configs"),  # generic pieces
@@ -21,19 +21,21 @@ LAYERS: list[tuple[str, ...]] = [
     ("tempoflow.methods",),
     ("tempoflow.train",),
     ("tempoflow.config",),  # the experiment's schema: composes every section
-    ("tempoflow.runs",),  # the composition root
+    ("tempoflow.runs", "tempoflow.train.run"),  # the composition root (train.run: its old name, an alias)
     ("tempoflow.evaluate",),
     ("tempoflow.cli", "tempoflow.demo", "tempoflow.api", "tempoflow"),  # entry points and the public API
 ]
 
 
 def layer_of(module: str) -> int:
-    for i, prefixes in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes if p != "tempoflow"):
-            return i
+    """The layer of the longest entry of ``LAYERS`` that is ``module`` or a package above it."""
     if module == "tempoflow":
         return len(LAYERS) - 1
-    raise AssertionError(f"{module} is in no layer of LAYERS: place it")
+    matches = [(len(p), i) for i, prefixes in enumerate(LAYERS) for p in prefixes
+               if p != "tempoflow" and (module == p or module.startswith(p + "."))]
+    if not matches:
+        raise AssertionError(f"{module} is in no layer of LAYERS: place it")
+    return max(matches)[1]
 
 
 def modules() -> dict[str, Path]:

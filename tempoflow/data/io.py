@@ -1,4 +1,5 @@
-"""Writing video files on PyAV: mp4 / webm / gif, and PNG frame grids (reading: ``video_reader``).
+"""Video files on PyAV: write mp4 / webm / gif and PNG frame grids here; read (``read_video``,
+``read_clip``, implemented in ``video_reader``) through this module too.
 
 Every public boundary uses the package convention (DESIGN §1): a video is a float tensor
 ``(T, C, H, W)`` in ``[0, 1]``. PyAV's wheel bundles FFmpeg with libx264 and libvpx, so no system
@@ -20,8 +21,17 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from tempoflow.data.video_reader import (  # the reading half, so one module serves both
+    VideoClip,
+    check_fps,
+    ffmpeg_reason,
+    read_clip,
+    read_video,
+)
 from tempoflow.errors import DataError
 from tempoflow.files import write_atomic
+
+__all__ = ["VideoClip", "read_clip", "read_video", "write_grid", "write_video"]
 
 # H.264: crf 18 is x264's "visually lossless" point; preset medium is x264's default speed/size trade.
 MP4_CRF = 18
@@ -229,18 +239,3 @@ def _to_uint8(video: Tensor) -> np.ndarray:
         raise ValueError("video has non-finite values (NaN or inf)")
     video = video.expand(-1, 3, -1, -1)  # Grey -> RGB (a no-op for C = 3).
     return video.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def check_fps(fps: float) -> float:
-    try:
-        value = float(fps)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"fps must be a positive finite number, got {fps!r}")
-    return value
-
-
-def ffmpeg_reason(err: av.FFmpegError) -> str:
-    """FFmpeg's short message ("Invalid data found when processing input") without errno noise."""
-    return getattr(err, "strerror", None) or str(err)

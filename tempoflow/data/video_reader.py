@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from tempoflow.data.io import check_fps, ffmpeg_reason
 from tempoflow.errors import DataError
 
 # Frame rate of a folder of frames when the caller does not give one.
@@ -370,3 +369,18 @@ def _natural_key(path: Path) -> list[str | int]:
     # "frame10" -> ["frame", 10, ""]: digit runs compare as numbers; strings and ints alternate in
     # the same positions for every name, so the lists always compare.
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def check_fps(fps: float) -> float:
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"fps must be a positive finite number, got {fps!r}")
+    return value
+
+
+def ffmpeg_reason(err: av.FFmpegError) -> str:
+    """FFmpeg's short message ("Invalid data found when processing input") without errno noise."""
+    return getattr(err, "strerror", None) or str(err)

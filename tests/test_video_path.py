@@ -178,3 +178,25 @@ def test_held_trajectory_before_the_first_frame():
     assert torch.equal(path.sample(H, z, torch.zeros(3, dtype=F64), T, N).psi_t, z)  # ψ_0 = z still
     with pytest.raises(ValueError, match="number of frames"):
         path.mean(H, t, T)
+
+
+def test_data_step_moves_an_exact_prediction_along_the_path():
+    """Closed form: with μ̄(t) = a + b t predicted exactly, the deterministic step maps
+    ψ_t = σ_t z + (1 − e^{−αt}) μ̄(t) to σ_{t+h} z + (1 − e^{−α(t+h)}) μ̄(t+h); the fresh-noise step keeps the
+    mean and has variance σ²_{t+h} around it (Monte Carlo, 20,000 draws)."""
+    path = VideoLatentPath(alpha=3.0)
+    gen = torch.Generator().manual_seed(0)
+    a, b, z = (torch.randn(20_000, dtype=torch.float64, generator=gen) for _ in range(3))
+    t, t_next, s_t, s_next = 0.3, 0.35, 0.2, 0.5
+
+    def psi(time, sigma):
+        return sigma * z + (1 - math.exp(-3.0 * time)) * (a + b * time)
+
+    step = path.data_step(psi(t, s_t), a + b * t, b, t, t_next, s_t, s_next)
+    assert torch.allclose(step, psi(t_next, s_next), atol=1e-12)
+    noise = torch.randn(z.shape, dtype=torch.float64, generator=gen)
+    fresh = path.data_step(psi(t, s_t), a + b * t, b, t, t_next, s_t, s_next, fresh=noise)
+    around = fresh - (1 - math.exp(-3.0 * t_next)) * (a + b * t_next)
+    assert abs(float(around.mean())) < 0.02 and float(around.std()) == pytest.approx(s_next, rel=0.02)
+    falling = path.data_step(psi(t, s_next), a + b * t, b, t, t_next, s_next, s_t, fresh=noise)  # σ falls:
+    assert torch.allclose(falling, psi(t_next, s_t), atol=1e-12)  # the noise is not used

@@ -204,3 +204,27 @@ class VideoLatentPath:
         mu = self.mean(H, t_col, T, N).squeeze(-2)  # (B, 1, d) -> (B, d)
         d_mu = self.d_mean(H, t_col, T, N).squeeze(-2)  # (B, d)
         return VideoPathSample(psi_t=sigma * z + mu, d_psi_t=d_sigma * z + d_mu, t=t, z=z)
+
+    def data_step(self, psi: Tensor, mean: Tensor, change: Tensor, t: float, t_next: float, sigma_t: float,
+                  sigma_next: float, fresh: Tensor | None = None) -> Tensor:
+        """One step of the path from a data prediction (``vlfm.prediction="data"``, module docstring of
+        ``tempoflow.methods.vlfm``): ``ψ_t`` to ``ψ_{t+h}`` given the predicted ``μ̄̂(t)`` and ``μ̄̂'(t)``.
+
+        With ``ẑ σ_t = ψ_t − (1 − e^{−αt}) μ̄̂`` and ``μ_{t+h} = (1 − e^{−α(t+h)}) (μ̄̂ + h μ̄̂')``:
+        ``ψ_{t+h} = μ_{t+h} + (σ_{t+h} / σ_t) σ_t ẑ`` (the deterministic flow, exact for an exact
+        prediction of a trajectory linear in t), or, given ``fresh`` noise where σ rises,
+        ``ψ_{t+h} = μ_{t+h} + σ_t ẑ + √(σ²_{t+h} − σ²_t) ε`` (ancestral: the path's marginal at t+h).
+
+        Args:
+            psi: ``ψ_t``; mean: ``μ̄̂(t)``; change: ``μ̄̂'(t)`` per second; all the same shape.
+            t, t_next: the step's ends in seconds; sigma_t, sigma_next: ``σ`` there.
+            fresh: standard normal noise shaped like ``psi``, used only where ``sigma_next > sigma_t``.
+
+        Returns:
+            ``ψ_{t+h}``, shaped like ``psi``.
+        """
+        residual = psi - (1 - math.exp(-self.alpha * t)) * mean  # σ_t ẑ
+        mu_next = (1 - math.exp(-self.alpha * t_next)) * (mean + (t_next - t) * change)
+        if fresh is not None and sigma_next > sigma_t:
+            return mu_next + residual + math.sqrt(sigma_next**2 - sigma_t**2) * fresh
+        return mu_next + (sigma_next / sigma_t) * residual

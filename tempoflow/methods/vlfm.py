@@ -14,6 +14,10 @@ where σ falls; where it rises (between frames) ``vlfm.rising_noise="fresh"`` (d
 noise, ψ_{t+h} = σ_t ẑ + √(σ²_{t+h} − σ²_t) ε + μ_{t+h}, because σ_{t+h}/σ_t ≈ 1/σ_min there would
 multiply the network's error. A frame at time τ is the denoised μ̄̂(τ) of the step that contains τ.
 Ablation (paper Table 1): ``objective="direct"`` trains G_θ(c, t) → μ̄(t) by MSE on the same backbone.
+
+Each is one readable piece: the objectives ``velocity_regression``, ``data_prediction`` and
+``direct_regression`` (chosen once, in ``__init__``), the samplers ``sample_velocity``, ``sample_data``
+(its exact step is ``VideoLatentPath.data_step``, with the path in ``tempoflow.flows``) and ``sample_direct``.
 """
 
 from __future__ import annotations
@@ -136,6 +140,8 @@ class VideoLatentFlow(Method):
         self.register_buffer("projection", W, persistent=False)
         self.path = VideoLatentPath(schedule=v.schedule, sigma_min=v.sigma_min, alpha=v.alpha,
                                     hold_first_frame=v.hold_first_frame)
+        self.objective = (self.direct_regression if v.objective == "direct"
+                          else self.data_prediction if v.prediction == "data" else self.velocity_regression)
         # F_θ sees one latent frame: a DiT over a one-frame clip (no temporal patching).
         C = self.latent_shape[0]
         out = 2 * C if v.prediction == "data" and v.objective == "flow" else C  # data: (μ̄, μ̄'/fps)
@@ -155,44 +161,57 @@ class VideoLatentFlow(Method):
         return (latents.flatten(2).double().mT @ self.projection).float()  # (B, d, N) @ (N, s), fit in float64
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """batch: ``video`` (B, N, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""
+        """One training step of the configured objective (module docstring). batch: ``video``
+        ``(B, N, C, H, W)`` in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""
         v = self.cfg
         if "latents" in batch:
             latents = batch["latents"]  # (B, N, *latent)
         else:
             with torch.no_grad():
                 latents = self.codec.encode(batch["video"])  # (B, N, *latent)
-        N = latents.shape[1]
-        if N != self.num_frames:
-            raise ValueError(f"vlfm was built for {self.num_frames}-frame videos, got {N}")
-        H = self.project(latents).repeat_interleave(v.times_per_video, 0)  # (BK, d, s)
-        BK, d = H.shape[:2]
-        T = self.duration
-        t = rand((BK,), generator, H) * T  # (BK,) seconds
-        if v.objective == "direct" or v.prediction == "data":  # targets on the clean trajectory
-            mean, change = trajectory(H, t[:, None], T, self.path.hold_until(T, N))  # (BK, 1, d) each
-            mean, change = mean[:, 0], change[:, 0] / self.fps  # μ̄(t), and its change per frame
-        if v.objective == "direct":  # the projected trajectory from (c, t) alone: no noise, no state
-            x, target = torch.zeros_like(H[..., 0]), mean  # (BK, d)
-        elif v.prediction == "velocity":
-            ps = self.path.sample(H, randn((BK, d), generator, H), t, T, N)
-            x, target = ps.psi_t, ps.d_psi_t  # (BK, d) each
-        else:  # data: the clean trajectory and its change per frame at t
-            ps = self.path.sample(H, randn((BK, d), generator, H), t, T, N)
-            shape = (BK, *self.latent_shape)
-            x, target = ps.psi_t, torch.cat([mean.view(shape), change.view(shape)], 1).flatten(1)  # (BK, 2d)
+        if latents.shape[1] != self.num_frames:
+            raise ValueError(f"vlfm was built for {self.num_frames}-frame videos, got {latents.shape[1]}")
+        H = self.project(latents).repeat_interleave(v.times_per_video, 0)  # (BK, d, s): K times per video
+        t = rand((H.shape[0],), generator, H) * self.duration  # (BK,) seconds
+        x, target = self.objective(H, t, generator)  # the net's input state and its regression target
         captions, uncaptioned = training_captions([c for c in batch["caption"] for _ in range(v.times_per_video)],
                                                   H.device)
-        drop = (rand((BK,), generator, H) < v.caption_dropout) | uncaptioned  # (BK,)
-        out = self.net(x.view(BK, 1, *self.latent_shape), t, drop=drop, **encode_captions(self.text, captions, H.device))
+        drop = (rand((H.shape[0],), generator, H) < v.caption_dropout) | uncaptioned  # (BK,)
+        out = self.net(x.view(-1, 1, *self.latent_shape), t, drop=drop,
+                       **encode_captions(self.text, captions, H.device))
         error = (out.float().flatten(1) - target).square()  # (BK, d) or (BK, 2d)
-        if v.objective == "direct" or v.prediction == "velocity":
+        if self.objective != self.data_prediction:
             return {"loss": error.mean()}
-        C = self.latent_shape[0]
-        error = error.view(BK, 2, C, -1)  # channel halves: (μ̄, μ̄'/fps)
+        error = error.view(error.shape[0], 2, self.latent_shape[0], -1)  # channel halves: (μ̄, μ̄'/fps)
         mean_error, change_error = error[:, 0].mean(), error[:, 1].mean()
         return {"loss": (mean_error + v.change_weight * change_error) / 2, "mean_error": mean_error.detach(),
                 "change_error": change_error.detach()}
+
+    # The three objectives: (H (BK, d, s), t (BK,) s) -> (network input (BK, d), target).
+
+    def velocity_regression(self, H: Tensor, t: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """The paper's VLFM: at ``ψ_t = σ_t z + μ_t`` regress the path's velocity ``σ'_t z + μ'_t``."""
+        ps = self.path.sample(H, randn(H.shape[:2], generator, H), t, self.duration, self.num_frames)
+        return ps.psi_t, ps.d_psi_t
+
+    def data_prediction(self, H: Tensor, t: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Ours: at ``ψ_t`` predict the clean trajectory and its change per frame ``(μ̄(t), μ̄'(t)/fps)``
+        (channel halves, ``(BK, 2d)``); sampling then steps the path exactly (``VideoLatentPath.data_step``)."""
+        mean, change = self.clean_trajectory(H, t)
+        ps = self.path.sample(H, randn(H.shape[:2], generator, H), t, self.duration, self.num_frames)
+        shape = (H.shape[0], *self.latent_shape)
+        return ps.psi_t, torch.cat([mean.view(shape), change.view(shape)], 1).flatten(1)
+
+    def direct_regression(self, H: Tensor, t: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """The ablation (paper Table 1): ``G_θ(c, t) → μ̄(t)`` from caption and time alone, no state."""
+        mean, _ = self.clean_trajectory(H, t)
+        return torch.zeros_like(H[..., 0]), mean
+
+    def clean_trajectory(self, H: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``μ̄(t)`` and its change per frame ``μ̄'(t) / fps``, each ``(BK, d)``."""
+        T, N = self.duration, self.num_frames
+        mean, change = trajectory(H, t[:, None], T, self.path.hold_until(T, N))  # (BK, 1, d) each
+        return mean[:, 0], change[:, 0] / self.fps
 
     def check_times(self, times: Tensor | list[float] | None) -> Tensor:
         """Requested output times (seconds), 1-D, positive, strictly increasing; default: the frame times."""
@@ -234,29 +253,36 @@ class VideoLatentFlow(Method):
         warn_if_unconditional_untrained(o.guidance, self.cfg.caption_dropout, "vlfm.caption_dropout")
         steps_per_frame = steps_per_frame or self.cfg.steps_per_frame
         times = self.check_times(times)
-        param = next(self.net.parameters())
-        device, B = param.device, len(captions)
-        cond = encode_captions(self.text, captions, device)
-        used = {"guidance": o.guidance}
-        if self.cfg.objective == "direct":  # G_θ(c, t): every frame in one batched call
-            M = times.numel()
-            cond = {k: val.repeat_interleave(M, 0) for k, val in cond.items()}  # (B M, ...)
-            x = torch.zeros(B * M, 1, *self.latent_shape, device=device)
-            latents = guided_field(self.net, cond, o.guidance)(x, times.to(device).repeat(B))
-            return Samples(video=self.codec.decode(latents.view(B, M, *self.latent_shape)),
-                           latents=latents.view(B, M, *self.latent_shape), nfe=1, times=times, labels=captions,
-                           settings=used)
-        if self.cfg.prediction == "data":
+        cond = encode_captions(self.text, captions, next(self.net.parameters()).device)
+        if self.objective == self.direct_regression:
+            return self.sample_direct(captions, cond, o, times)
+        if self.objective == self.data_prediction:
             return self.sample_data(captions, cond, o.guidance, times, steps_per_frame, generator, progress)
-        x_init = randn((B, 1, *self.latent_shape), generator, param.float())  # ψ_0 = z
-        t_eval = torch.cat([torch.zeros(1), times]).to(device)
+        return self.sample_velocity(captions, cond, o, times, steps_per_frame, generator, progress)
+
+    def sample_direct(self, captions: list[str], cond: dict[str, Tensor], o: SamplingOptions, times: Tensor) -> Samples:
+        """The ablation: ``G_θ(c, t)`` at every requested time in one batched call."""
+        B, M = len(captions), times.numel()
+        device = next(self.net.parameters()).device
+        cond = {k: val.repeat_interleave(M, 0) for k, val in cond.items()}  # (B M, ...)
+        x = torch.zeros(B * M, 1, *self.latent_shape, device=device)
+        latents = guided_field(self.net, cond, o.guidance)(x, times.to(device).repeat(B)).view(B, M, *self.latent_shape)
+        return Samples(video=self.codec.decode(latents), latents=latents, nfe=1, times=times, labels=captions,
+                       settings={"guidance": o.guidance})
+
+    def sample_velocity(self, captions: list[str], cond: dict[str, Tensor], o: SamplingOptions, times: Tensor,
+                        steps_per_frame: int, generator: torch.Generator | None, progress: bool) -> Samples:
+        """The paper's sampler: one ODE solve of ``dψ/dt = F_θ(ψ, c, t)`` from ``ψ_0 = z``, read at ``times``."""
+        param = next(self.net.parameters())
+        x_init = randn((len(captions), 1, *self.latent_shape), generator, param.float())  # ψ_0 = z
+        t_eval = torch.cat([torch.zeros(1), times]).to(param.device)
         step = 1.0 / (self.fps * steps_per_frame)  # σ_t re-noises once per frame interval
         fixed = o.solver in FIXED_STEP_METHODS
         with progress_counted(guided_field(self.net, cond, o.guidance), progress) as velocity:
             sol = solve_ode(velocity, x_init, t_eval, method=o.solver, step_size=step if fixed else None,
                             atol=o.atol, rtol=o.rtol, max_steps=o.max_steps)
-        used.update({"solver": o.solver}, **({"steps_per_frame": steps_per_frame} if fixed
-                                             else {"atol": o.atol, "rtol": o.rtol}))
+        used = {"guidance": o.guidance, "solver": o.solver,
+                **({"steps_per_frame": steps_per_frame} if fixed else {"atol": o.atol, "rtol": o.rtol})}
         latents = sol.xs[1:, :, 0].transpose(0, 1)  # (B, M, *latent)
         return Samples(video=self.codec.decode(latents), latents=latents, nfe=sol.nfe, times=times,
                        labels=captions, settings=used)
@@ -270,7 +296,7 @@ class VideoLatentFlow(Method):
         h = 1.0 / (self.fps * steps_per_frame)
         n_steps = max(1, math.ceil(float(times[-1]) / h - 1e-6))
         grid = torch.linspace(0.0, n_steps * h, n_steps + 1)  # (n + 1,) seconds
-        T, N, alpha = self.duration, self.num_frames, self.cfg.alpha
+        T, N = self.duration, self.num_frames
         sigma = self.path.sigma(grid, T, N).tolist()
         step_of = torch.searchsorted(grid, times, right=True).clamp(1, n_steps) - 1  # step holding each time
         fresh = self.cfg.rising_noise == "fresh"
@@ -282,14 +308,9 @@ class VideoLatentFlow(Method):
             mean, change = out[:, :, :C], out[:, :, C:] * self.fps  # μ̄̂(t), μ̄̂'(t) per second
             for j in (step_of == i).nonzero().flatten().tolist():  # frames read inside this step
                 frames[:, j] = (mean + (float(times[j]) - t) * change)[:, 0]
-            residual = psi - (1 - math.exp(-alpha * t)) * mean  # σ_t ẑ
-            t_next = float(grid[i + 1])
-            psi = (1 - math.exp(-alpha * t_next)) * (mean + h * change)  # μ_{t+h}
-            if fresh and sigma[i + 1] > sigma[i]:  # re-noise with new noise: ψ_{t+h} ~ the path's marginal
-                rise = math.sqrt(sigma[i + 1] ** 2 - sigma[i] ** 2)
-                psi = psi + residual + rise * randn(residual.shape, generator, residual)
-            else:  # the deterministic step ψ_{t+h} = σ_{t+h} ẑ + μ_{t+h}
-                psi = psi + (sigma[i + 1] / sigma[i]) * residual
+            rises = fresh and sigma[i + 1] > sigma[i]  # re-noise with new noise: ψ_{t+h} ~ the path's marginal
+            noise = randn(psi.shape, generator, psi) if rises else None
+            psi = self.path.data_step(psi, mean, change, t, float(grid[i + 1]), sigma[i], sigma[i + 1], noise)
         return Samples(video=self.codec.decode(frames), latents=frames, nfe=n_steps, times=times,
                        labels=captions, settings={"solver": "exact path steps (data prediction)",
                                                   "steps_per_frame": steps_per_frame, "guidance": guidance})

@@ -116,6 +116,15 @@ class Method(nn.Module):
         return []
 
 
+def batch_latents(batch: dict, codec: nn.Module) -> Tensor:
+    """A training batch's latents ``(B, T, *latent_shape)``: its cached ``latents`` (``data.latent_cache``),
+    else ``codec.encode(batch["video"])`` without gradients (the codec is frozen)."""
+    if "latents" in batch:
+        return batch["latents"]
+    with torch.no_grad():
+        return codec.encode(batch["video"])
+
+
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
     """Standard normal noise on ``like``'s device and dtype from an explicit generator."""
     device = generator.device if generator is not None else like.device

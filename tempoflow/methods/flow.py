@@ -24,7 +24,7 @@ from tempoflow.flows.guidance import warn_if_unconditional_untrained
 from tempoflow.flows.paths import make_path
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.time_sampling import TIME_SAMPLINGS, FlowTimeSampler
-from tempoflow.methods.base import Method, Samples, SamplingOptions, rand, randn
+from tempoflow.methods.base import Method, Samples, SamplingOptions, batch_latents, rand, randn
 from tempoflow.methods.conditioning import encode_captions, guided_field, progress_counted, training_captions
 from tempoflow.nets.dit import DiT, DiTConfig
 from tempoflow.nets.unet import UNetConfig
@@ -112,11 +112,7 @@ class FlowMatching(Method):
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """batch: ``video`` (B, T, C, H, W) in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""
-        if "latents" in batch:  # from a latent cache (tempoflow.data.latent_cache)
-            x_1 = batch["latents"]  # (B, T, *latent)
-        else:
-            with torch.no_grad():
-                x_1 = self.codec.encode(batch["video"])  # (B, T, *latent)
+        x_1 = batch_latents(batch, self.codec)  # (B, T, *latent)
         B = x_1.shape[0]
         x_0 = randn(x_1.shape, generator, x_1)  # (B, T, *latent)
         t = self.time_sampler.sample(B, generator, x_1)  # (B,)

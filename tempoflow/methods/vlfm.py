@@ -37,7 +37,7 @@ from tempoflow.flows.guidance import warn_if_unconditional_untrained
 from tempoflow.flows.legendre import MAX_CONDITION, design_condition, projection_matrix
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
 from tempoflow.flows.video_path import VideoLatentPath, trajectory
-from tempoflow.methods.base import Method, Samples, SamplingOptions, rand, randn
+from tempoflow.methods.base import Method, Samples, SamplingOptions, batch_latents, rand, randn
 from tempoflow.methods.conditioning import encode_captions, guided_field, progress_counted, training_captions
 from tempoflow.nets.dit import DiT, DiTConfig
 from tempoflow.nets.unet import UNetConfig
@@ -164,11 +164,7 @@ class VideoLatentFlow(Method):
         """One training step of the configured objective (module docstring). batch: ``video``
         ``(B, N, C, H, W)`` in [0, 1] (or cached ``latents``) and ``caption`` (B strings)."""
         v = self.cfg
-        if "latents" in batch:
-            latents = batch["latents"]  # (B, N, *latent)
-        else:
-            with torch.no_grad():
-                latents = self.codec.encode(batch["video"])  # (B, N, *latent)
+        latents = batch_latents(batch, self.codec)  # (B, N, *latent)
         if latents.shape[1] != self.num_frames:
             raise ValueError(f"vlfm was built for {self.num_frames}-frame videos, got {latents.shape[1]}")
         H = self.project(latents).repeat_interleave(v.times_per_video, 0)  # (BK, d, s): K times per video

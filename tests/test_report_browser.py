@@ -36,12 +36,13 @@ def test_report_renders_in_chromium(tmp_path):
     assert "Uncaught" not in dom.stderr and "ERROR:CONSOLE" not in dom.stderr
 
     shot = tmp_path / "report.png"
-    proc = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1100,1400", report.as_uri()],
+    proc = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1100,2600", report.as_uri()],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
     # the page is mostly white, and the embedded GIFs put black backgrounds (the shapes' scene)
-    # and the loss curve's blue line on it: all three must be visible
+    # and the loss curve's blue line on it: all three must be visible (the window is tall enough to
+    # reach the loss curve below the metric tables, samples and PSNR-vs-time chart)
     assert (pixels.min(1) > 240).mean() > 0.3
     assert (pixels.max(1) < 20).sum() > 1000
     assert ((abs(pixels - [31, 119, 180]).sum(1)) < 40).sum() > 50

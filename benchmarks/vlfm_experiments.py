@@ -32,7 +32,7 @@ VARIANTS: dict[str, list[str]] = {
     "base": [],  # the config as written
     "extrapolated_start": ["vlfm.hold_first_frame=false"],  # the paper's μ̄ before frame 1 (fit extrapolated)
     "velocity": ["vlfm.prediction=velocity"],  # the paper's parametrisation
-    "direct": ["vlfm.objective=direct"],  # paper Table 1 ablation: G_θ(c, t), no flow
+    "direct": ["vlfm.objective=direct", "vlfm.prediction=velocity"],  # paper Table 1 ablation: G_θ(c, t), no flow
     "legs": ["vlfm.projection=legs"],  # the paper's recurrence instead of least squares
     "order4": ["vlfm.order=4"],
     "decay": ["vlfm.schedule=decay"],  # no re-noising between frames

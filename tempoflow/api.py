@@ -10,14 +10,14 @@ model it needs) that ``tempoflow.load`` reads in another process.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from tempoflow.config import ExperimentConfig
+from tempoflow.config import ExperimentConfig, SampleConfig
+from tempoflow.configio import from_dict, to_dict
 from tempoflow.errors import ConfigError
 from tempoflow.methods import Method
 from tempoflow.runs import initial_frames, load_run, save_pipeline
@@ -54,7 +54,7 @@ class Pipeline:
         prompt: str | list[str] | None = None,
         *,
         num: int = 1,
-        seed: int = 0,
+        seed: int | None = None,
         frames: int | None = None,
         fps: float | None = None,
         duration: float | None = None,
@@ -69,7 +69,7 @@ class Pipeline:
         Args:
             prompt: a caption or a list (text-to-video methods); not used by trajectory methods.
             num: samples per prompt (trajectories for trajectory methods).
-            seed: the noise; the same seed gives the same videos.
+            seed: the noise (default the run's ``sample.seed``); the same seed gives the same videos.
             frames: frames per video (a flow with the DiT, trajectory methods); default the training length.
             fps, duration: continuous-time methods (vlfm): frames at ``k / fps`` seconds up to ``duration``
                 (defaults: the training rate and length; past it extrapolates).
@@ -80,24 +80,34 @@ class Pipeline:
             ConfigError: a setting the method cannot take (e.g. ``fps`` on a fixed-frame method).
             DataError: an empty caption. SolverError: the solve failed or a sample is not finite.
         """
-        if num < 1:
-            raise ConfigError(f"num must be >= 1, got {num}")
-        changes = {k: v for k, v in (("guidance", guidance), ("steps", steps), ("solver", solver)) if v is not None}
-        try:
-            options = dataclasses.replace(self.config.sample, **changes)
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        if not isinstance(num, int) or num < 1:
+            raise ConfigError(f"num must be an integer >= 1, got {num!r}")
+        if frames is not None and (not isinstance(frames, int) or frames < 1):
+            raise ConfigError(f"frames must be an integer >= 1, got {frames!r}")
         method = self.method
+        changes = {k: v for k, v in (("guidance", guidance), ("steps", steps), ("solver", solver)) if v is not None}
+        ignored = sorted(set(changes) - set(method.sampling_knobs))
+        if ignored:
+            knobs = ", ".join(method.sampling_knobs) or "none"
+            raise ConfigError(f"method '{method.name}' does not use {', '.join(ignored)} when sampling "
+                              f"(its sampling settings: {knobs}; the rest are in its own config section)")
+        options = from_dict(SampleConfig, {**to_dict(self.config.sample), **changes}, prefix="sample")
+        seed = options.seed if seed is None else seed
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         if method.task == "reconstruction":
             raise ConfigError(f"method '{method.name}' reconstructs videos (method.reconstruct), it does not sample")
         if method.task == "trajectory":
+            if prompt is not None or fps is not None or duration is not None:
+                raise ConfigError(f"method '{method.name}' rolls out trajectories: it takes num and frames, "
+                                  "not a prompt, fps or duration")
             out = method.sample(initial_frames(self.config, num), generator=generator, options=options,
                                 num_frames=frames, progress=progress)
             return out.video.float().cpu()
         if not prompt:
             raise ConfigError(f"method '{method.name}' needs a prompt (a caption or a list of captions)")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+        if prompts is None or not all(isinstance(p, str) for p in prompts):
+            raise ConfigError(f"prompt must be a caption or a list of captions, got {prompt!r}")
         captions = [p for p in prompts for _ in range(num)]
         if fps is not None or duration is not None:
             if not method.continuous_time:

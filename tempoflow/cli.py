@@ -207,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if len(checkpoints) == 1:
         record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides)
         print(json.dumps(record["metrics"], indent=2))
-        out = Path(args.out) if args.out else Path(record["checkpoint"]).parent.parent / "eval"
+        out = Path(args.out) if args.out else Path(record["run"]) / "eval"
         print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
         return 0
     out = Path(args.out or "eval_comparison")

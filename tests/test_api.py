@@ -68,3 +68,21 @@ def test_pipeline_settings_and_mistakes(demo_run):
         pipe.save("runs/demo")
     with pytest.raises(ConfigError, match="sample.steps must be >= 1"):
         pipe("a red circle moves left", steps=0)
+
+
+def test_knobs_a_method_does_not_use_are_refused_not_ignored(demo_run):
+    pipe = tempoflow.load("runs/demo", device="cpu", seed=7)
+    assert torch.equal(pipe("a red circle moves left"), pipe("a red circle moves left", seed=7))  # the run's seed
+    for bad in ({"num": 0}, {"frames": 0}, {"steps": 2.5}, {"prompt": 5}):
+        with pytest.raises(ConfigError):
+            pipe(**{"prompt": "a red circle moves left", **bad})
+    pipe.method.sampling_knobs = ("guidance",)  # as a method that reads only guidance would declare
+    with pytest.raises(ConfigError, match=r"does not use solver, steps when sampling \(its sampling settings: guidance"):
+        pipe("a red circle moves left", steps=3, solver="euler")
+    assert {"load", "Pipeline", "write_video"} <= set(dir(tempoflow))
+
+
+def test_evaluating_a_saved_pipeline_writes_beside_it(demo_run):
+    tempoflow.load("runs/demo", device="cpu").save("deep/x/pipe")
+    assert main(["eval", "deep/x/pipe", "--device", "cpu", "eval.num_prompts=1"]) == 0
+    assert (demo_run / "deep/x/pipe/eval/metrics.json").is_file() and not (demo_run / "deep/eval").exists()

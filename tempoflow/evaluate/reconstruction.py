@@ -52,5 +52,5 @@ def evaluate_reconstruction(method: Method, cfg: ExperimentConfig, ckpt, out: Pa
                           latent_std=float(method.latent_std))
     write_report(out / "report.html", f"tempoflow autoencoder: {Path(cfg.out_dir).name} @ step {ckpt.step}",
                  {"step": ckpt.step, "hardware": record["hardware"], **metrics}, cells,
-                 read_log(ckpt.path.parent.parent / "log.jsonl"))
+                 read_log(ckpt.run_folder / "log.jsonl"))
     return record

@@ -47,6 +47,7 @@ def write_record(out: Path, ckpt, cfg: ExperimentConfig, t_start: float, metrics
         **extra,
         "eval_seconds": time.perf_counter() - t_start,
         "checkpoint": str(ckpt.path),
+        "run": str(ckpt.run_folder),
         "checkpoint_sha256": ckpt.digest(),
         "step": ckpt.step,
         "hardware": hardware(),

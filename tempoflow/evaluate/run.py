@@ -40,7 +40,7 @@ def evaluate(
     if method.task not in EVALUATIONS:
         raise ConfigError(f"method '{method.name}' declares task '{method.task}', which has no evaluation "
                           f"(known: {', '.join(EVALUATIONS)})")
-    out = Path(out_dir) if out_dir else ckpt.path.parent.parent / "eval"
+    out = Path(out_dir) if out_dir else ckpt.run_folder / "eval"
     out.mkdir(parents=True, exist_ok=True)
     return EVALUATIONS[method.task](method, cfg, ckpt, out, t_start)
 
@@ -64,7 +64,7 @@ def compare(
     for j, p in enumerate(records[0]["prompts"]):
         cells = [VideoCell(n, out / n / "clips" / f"prompt_{j:02d}.gif") for n in names]
         video_rows.append((f"[{p['split']}] {p['caption']}", [c for c in cells if c.gif.is_file()]))
-    logs = {n: read_log(Path(r["checkpoint"]).parent.parent / "log.jsonl") for n, r in zip(names, records)}
+    logs = {n: read_log(Path(r["run"]) / "log.jsonl") for n, r in zip(names, records)}
     write_comparison(out / "report.html", f"tempoflow comparison of {len(names)} runs", rows, video_rows, logs)
     (out / "comparison.json").write_text(json.dumps([{"run": n, **m} for n, m in rows], indent=2))
     return records

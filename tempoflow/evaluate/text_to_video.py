@@ -186,7 +186,7 @@ def evaluate_text_to_video(method: Method, cfg: ExperimentConfig, ckpt, out: Pat
         f"tempoflow {cfg.method}: {Path(cfg.out_dir).name} @ step {ckpt.step}",
         flat,
         cells,
-        read_log(ckpt.path.parent.parent / "log.jsonl"),
+        read_log(ckpt.run_folder / "log.jsonl"),
         notes=f"{K} samples per prompt, seed {sc.seed}, "
               + ", ".join(f"{k} {v}" for k, v in out_samples.settings.items()) + ".",
         curves=curves,

@@ -232,7 +232,7 @@ def evaluate_trajectories(
         f"tempoflow {cfg.method}: {Path(cfg.out_dir).name} @ step {ckpt.step}",
         {"step": ckpt.step, "hardware": record["hardware"], **metrics},
         cells,
-        read_log(ckpt.path.parent.parent / "log.jsonl"),
+        read_log(ckpt.run_folder / "log.jsonl"),
         notes=notes,
         curves=curves,
         figures=figures,

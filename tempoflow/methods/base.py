@@ -88,6 +88,9 @@ class Method(nn.Module):
     # (text-to-video plus alignment scores), "reconstruction" or "trajectory".
     task: str = "text-to-video"
     continuous_time: bool = False  # sample(captions, times=seconds): frames at any times (vlfm)
+    clamp: bool = True  # samples are video in [0, 1]; False for physics fields (signed, unclamped)
+    # The SamplingOptions fields sample() reads; the API refuses the others rather than ignore them.
+    sampling_knobs: tuple[str, ...] = ()
     # What training does with captions: "optional" (an empty one is the null condition), "required"
     # (every video needs one) or "unused".
     captions: str = "unused"
@@ -109,6 +112,13 @@ class Method(nn.Module):
         ``(captions, *, generator, options, num_frames | times, progress)``, trajectory methods
         ``(initial, *, generator, options, num_frames, progress)``; reconstruction methods do not sample."""
         raise NotImplementedError
+
+    def compile_networks(self) -> None:
+        """``torch.compile`` every trained sub-network in place (``train.compile``); the frozen codec is
+        left as it is."""
+        for name, child in self.named_children():
+            if name != "codec":
+                child.compile()
 
     def players(self) -> list[nn.Module]:
         """Adversaries trained in the same step (discriminators). The trainer clips each one's gradient

@@ -92,6 +92,7 @@ class FlowMatching(Method):
 
     name = "flow"
     captions = "optional"
+    sampling_knobs = ("solver", "steps", "guidance", "atol", "rtol", "max_steps")
 
     def __init__(self, cfg: FlowConfig, video_shape: tuple[int, int, int, int], *, text: TextEncoder,
                  codec: Codec, model: DiTConfig):

@@ -94,6 +94,9 @@ class VLFMConfig:
         require(self.prediction in ("velocity", "data"),
                  f"vlfm.prediction must be 'velocity' or 'data', got {self.prediction!r}")
         require(self.objective in ("flow", "direct"), f"vlfm.objective must be 'flow' or 'direct', got {self.objective!r}")
+        require(not (self.objective == "direct" and self.prediction == "data"),
+                "vlfm.objective=direct regresses the trajectory itself, it has no vlfm.prediction=data variant: "
+                "add vlfm.prediction=velocity")
         require(0.0 < self.sigma_min < 1.0, f"vlfm.sigma_min must be in (0, 1), got {self.sigma_min}")
         require(self.alpha > 0, f"vlfm.alpha must be > 0, got {self.alpha}")
         require(self.times_per_video >= 1, f"vlfm.times_per_video must be >= 1, got {self.times_per_video}")
@@ -115,6 +118,8 @@ class VideoLatentFlow(Method):
 
     name = "vlfm"
     captions = "optional"
+    # steps: per frame interval here (vlfm.steps_per_frame), not over the whole solve: set by that key
+    sampling_knobs = ("solver", "guidance", "atol", "rtol", "max_steps")
     continuous_time = True  # sample(..., times=...) at any seconds: evaluation scores in-between/extrapolated frames
 
     def __init__(self, cfg: VLFMConfig, video_shape: tuple[int, int, int, int], *, text: TextEncoder,

@@ -77,6 +77,12 @@ class Checkpoint:
         return float(self.meta["fps"])
 
     @property
+    def run_folder(self) -> Path:
+        """The run this checkpoint belongs to (``<run>/checkpoints/step_X``), or, for a checkpoint or saved
+        pipeline standing alone, its own folder: where ``log.jsonl`` and ``eval/`` go."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path
+
+    @property
     def step(self) -> int:
         return int(self.meta.get("step", 0))
 

@@ -174,7 +174,7 @@ class Trainer:
         set_seed(cfg.seed + self.accelerator.process_index)
         dev = self.accelerator.device
         if cfg.compile:
-            method.net.compile()
+            method.compile_networks()
         params = [p for p in method.parameters() if p.requires_grad]
         if not params:
             raise TrainingError(f"method '{method.name}' has no trainable parameters")

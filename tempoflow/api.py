@@ -18,9 +18,10 @@ from torch import Tensor
 
 from tempoflow.config import ExperimentConfig, SampleConfig
 from tempoflow.configio import from_dict, to_dict
+from tempoflow.data.video_reader import require_memory
 from tempoflow.errors import ConfigError
-from tempoflow.methods import Method
-from tempoflow.runs import initial_frames, load_run, save_pipeline
+from tempoflow.methods import Method, Samples
+from tempoflow.runs import load_run, rollout_starts, save_pipeline
 from tempoflow.train.checkpoint import Checkpoint
 
 
@@ -48,8 +49,13 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"Pipeline({self.method.name!r}, task={self.method.task!r}, from={str(self.checkpoint.path)!r})"
 
+    def __call__(self, prompt: str | list[str] | None = None, **settings: object) -> Tensor:
+        """Videos ``(B, T, C, H, W)`` on the CPU, ``B = num × len(prompts)`` (prompt-major), in [0, 1]
+        (physics fields unclamped). The keyword settings are :meth:`generate`'s."""
+        return self.generate(prompt, **settings).video
+
     @torch.no_grad()
-    def __call__(
+    def generate(
         self,
         prompt: str | list[str] | None = None,
         *,
@@ -61,10 +67,11 @@ class Pipeline:
         guidance: float | None = None,
         steps: int | None = None,
         solver: str | None = None,
+        initial: Tensor | None = None,
         progress: bool = False,
-    ) -> Tensor:
-        """Videos ``(B, T, C, H, W)`` on the CPU, ``B = num × len(prompts)`` (prompt-major), in [0, 1]
-        (physics fields unclamped).
+        view_scale: int = 1,
+    ) -> Samples:
+        """:class:`~tempoflow.methods.base.Samples` (video on the CPU, NFE, frame times, settings used).
 
         Args:
             prompt: a caption or a list (text-to-video methods); not used by trajectory methods.
@@ -73,12 +80,17 @@ class Pipeline:
             frames: frames per video (a flow with the DiT, trajectory methods); default the training length.
             fps, duration: continuous-time methods (vlfm): frames at ``k / fps`` seconds up to ``duration``
                 (defaults: the training rate and length; past it extrapolates).
-            guidance, steps, solver: override the run's ``sample`` section.
+            guidance, steps, solver: override the run's ``sample`` section (only those the method uses).
+            initial: trajectory methods: ``(N, k, C, H, W)`` frames to roll out from (default: the test
+                split's first frames, or those a saved pipeline carries, cycled to ``num``).
             progress: a progress bar.
+            view_scale: the memory check also counts a copy upscaled this much (what ``tempoflow sample``
+                writes).
 
         Raises:
             ConfigError: a setting the method cannot take (e.g. ``fps`` on a fixed-frame method).
-            DataError: an empty caption. SolverError: the solve failed or a sample is not finite.
+            DataError: an empty caption, or videos too large for memory. SolverError: the solve failed
+                or a sample is not finite.
         """
         if not isinstance(num, int) or num < 1:
             raise ConfigError(f"num must be an integer >= 1, got {num!r}")
@@ -92,22 +104,20 @@ class Pipeline:
             raise ConfigError(f"method '{method.name}' does not use {', '.join(ignored)} when sampling "
                               f"(its sampling settings: {knobs}; the rest are in its own config section)")
         options = from_dict(SampleConfig, {**to_dict(self.config.sample), **changes}, prefix="sample")
-        seed = options.seed if seed is None else seed
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(options.seed if seed is None else seed)
         if method.task == "reconstruction":
             raise ConfigError(f"method '{method.name}' reconstructs videos (method.reconstruct), it does not sample")
         if method.task == "trajectory":
             if prompt is not None or fps is not None or duration is not None:
                 raise ConfigError(f"method '{method.name}' rolls out trajectories: it takes num and frames, "
                                   "not a prompt, fps or duration")
-            out = method.sample(initial_frames(self.config, num), generator=generator, options=options,
-                                num_frames=frames, progress=progress)
-            return out.video.float().cpu()
-        if not prompt:
-            raise ConfigError(f"method '{method.name}' needs a prompt (a caption or a list of captions)")
+            self._require_memory(num, frames, view_scale)
+            starts = rollout_starts(self.config, self.checkpoint, num) if initial is None else initial
+            return self._on_cpu(method.sample(starts, generator=generator, options=options, num_frames=frames,
+                                              progress=progress))
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
-        if prompts is None or not all(isinstance(p, str) for p in prompts):
-            raise ConfigError(f"prompt must be a caption or a list of captions, got {prompt!r}")
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ConfigError(f"method '{method.name}' needs a prompt (a caption or a list of captions), got {prompt!r}")
         captions = [p for p in prompts for _ in range(num)]
         if fps is not None or duration is not None:
             if not method.continuous_time:
@@ -115,18 +125,38 @@ class Pipeline:
             fps = self.fps if fps is None else float(fps)
             duration = method.num_frames / method.fps if duration is None else float(duration)
             if not (math.isfinite(fps) and fps > 0 and math.isfinite(duration) and duration > 0):
-                raise ConfigError(f"fps and duration must be finite and > 0, got {fps} and {duration}")
-            if round(duration * fps) < 1:
-                raise ConfigError(f"fps {fps:g} over duration {duration:g} s gives no frame (frame k is at k / fps)")
-            times = torch.arange(1, round(duration * fps) + 1, dtype=torch.float64) / fps
+                raise ConfigError(f"fps and duration must be finite and > 0, got {fps:g} and {duration:g}")
+            count = round(duration * fps)
+            if count < 1:
+                raise ConfigError(f"fps {fps:g} over duration {duration:g} s gives no frame (frame k is at k / fps "
+                                  "seconds): raise fps or duration")
+            self._require_memory(len(captions), count, view_scale)
+            times = torch.arange(1, count + 1, dtype=torch.float64) / fps
             out = method.sample(captions, generator=generator, options=options, times=times.float(), progress=progress)
         elif frames is not None:
             if method.continuous_time:
                 raise ConfigError("a continuous-time method (vlfm) takes fps and duration, not frames")
+            self._require_memory(len(captions), frames, view_scale)
             out = method.sample(captions, generator=generator, options=options, num_frames=frames, progress=progress)
         else:
+            self._require_memory(len(captions), None, view_scale)
             out = method.sample(captions, generator=generator, options=options, progress=progress)
-        return out.video.float().cpu()
+        return self._on_cpu(out)
+
+    @staticmethod
+    def _on_cpu(out: Samples) -> Samples:
+        out.video = out.video.float().cpu()
+        return out
+
+    def _require_memory(self, num: int, frames: int | None, view_scale: int) -> None:
+        """Refuse, before sampling, videos whose float frames (with the latents, and a copy upscaled
+        ``view_scale`` times) cannot fit in host memory."""
+        T, C, H, W = self.checkpoint.meta["video_shape"]
+        frames = frames or T
+        require_memory(num * frames * C * H * W * 4 * (1 + view_scale * view_scale),
+                       f"{num} samples of {frames} frames at {H}x{W}" + (f" (x{view_scale} for viewing)"
+                                                                          if view_scale > 1 else ""),
+                       "fewer samples, frames, a shorter duration, a lower fps or scale")
 
     def save(self, folder: str | Path) -> Path:
         """Write this pipeline as one self-contained folder (``tempoflow.runs.save_pipeline``).

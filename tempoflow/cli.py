@@ -114,81 +114,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
+    from tempoflow.api import Pipeline
     from tempoflow.data.io import write_video
     from tempoflow.runs import load_run
-    from tempoflow.viewing import tile, upscale
-
-    method, cfg, ckpt = load_run(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides))
-    device = next(method.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    # A bar per network evaluation (or frame), on stderr, only where someone watches it.
-    progress = not args.quiet and sys.stderr.isatty()
-    if method.task == "trajectory":  # lifting, ardm: unconditional roll-outs, no captions
-        return _sample_trajectories(method, cfg, ckpt, gen, args, progress)
-    if not args.prompt:
-        raise ConfigError(f"method '{method.name}' needs --prompt (one or more captions)")
-    captions = [p for p in args.prompt for _ in range(args.num)]
-    fps = ckpt.fps
-    if args.fps is not None or args.duration is not None:
-        if not method.continuous_time:
-            raise ConfigError(f"--fps/--duration need a continuous-time method (vlfm), not '{method.name}'")
-        fps = args.fps if args.fps is not None else fps
-        duration = args.duration if args.duration is not None else method.num_frames / method.fps
-        if not (math.isfinite(fps) and fps > 0 and math.isfinite(duration) and duration > 0):
-            raise ConfigError(f"--fps and --duration must be finite and > 0, got {fps:g} and {duration:g}")
-        frames = round(duration * fps)
-        if frames < 1:
-            raise ConfigError(f"--fps {fps:g} over --duration {duration:g} s gives no frame (frame k is at k / fps "
-                              "seconds): raise --fps or --duration")
-        _require_sample_memory(len(captions), frames, ckpt.meta, args.scale)
-        times = torch.arange(1, frames + 1, dtype=torch.float64) / fps
-        out = method.sample(captions, generator=gen, options=cfg.sample, times=times.float(), progress=progress)
-    elif args.frames is not None:
-        if args.frames < 1:
-            raise ConfigError(f"--frames must be >= 1, got {args.frames}")
-        if method.continuous_time:
-            raise ConfigError("--frames: a continuous-time method (vlfm) takes --fps and --duration")
-        _require_sample_memory(len(captions), args.frames, ckpt.meta, args.scale)
-        out = method.sample(captions, generator=gen, options=cfg.sample, num_frames=args.frames,
-                            progress=progress)
-    else:
-        _require_sample_memory(len(captions), None, ckpt.meta, args.scale)
-        out = method.sample(captions, generator=gen, options=cfg.sample, progress=progress)
-    video = upscale(tile(out.video.float().cpu(), len(args.prompt)), args.scale)
-    path = write_video(args.out, video, fps=fps)
-    print(f"wrote {path} ({len(captions)} samples, NFE {out.nfe})")
-    return 0
-
-
-def _require_sample_memory(num: int, frames: int | None, meta: dict, scale: int) -> None:
-    """Refuse, before sampling, videos whose float frames (and the upscaled copy written) cannot fit
-    in memory; ``meta["video_shape"]`` is the training ``(T, C, H, W)``."""
-    from tempoflow.data.video_reader import require_memory
-
-    T, C, H, W = meta["video_shape"]
-    frames = frames or T
-    require_memory(num * frames * C * H * W * 4 * (2 + scale * scale),
-                   f"{num} samples of {frames} frames at {H}x{W} (x{scale} for viewing)",
-                   "lower --num, --frames, --duration, --fps or --scale")
-
-
-def _sample_trajectories(method, cfg, ckpt, gen, args: argparse.Namespace, progress: bool) -> int:
-    """``--num`` roll-outs of ``--frames`` frames from the test split's first frames, in one row."""
-    from tempoflow.data.io import write_video
-    from tempoflow.runs import initial_frames
     from tempoflow.viewing import tile, upscale, viewable
 
-    if args.frames is not None and args.frames < 1:
-        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
-    _require_sample_memory(args.num, args.frames, ckpt.meta, args.scale)
-    out = method.sample(initial_frames(cfg, args.num), generator=gen, num_frames=args.frames, progress=progress)
-    video = out.video.float().cpu()
-    if not method.clamp:  # physics fields: their range mapped to [0, 1] for viewing
+    pipe = Pipeline(*load_run(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides)))
+    # A bar per network evaluation (or frame), on stderr, only where someone watches it.
+    progress = not args.quiet and sys.stderr.isatty()
+    trajectories = pipe.method.task == "trajectory"  # lifting, ardm: unconditional roll-outs, no captions
+    if trajectories and args.prompt:
+        raise ConfigError(f"method '{pipe.method.name}' rolls out trajectories: it takes --num and --frames, "
+                          "not --prompt")
+    out = pipe.generate(None if trajectories else args.prompt, num=args.num, seed=args.seed, frames=args.frames,
+                        fps=args.fps, duration=args.duration, progress=progress, view_scale=args.scale)
+    video = out.video
+    if not pipe.method.clamp:  # physics fields: their range mapped to [0, 1] for viewing
         video = viewable(video, float(video.min()), float(video.max()))
-    path = write_video(args.out, upscale(tile(video, 1), args.scale), fps=ckpt.fps)
-    print(f"wrote {path} ({args.num} trajectories of {video.shape[1]} frames, NFE {out.nfe})")
+    rows = 1 if trajectories else len(args.prompt)
+    path = write_video(args.out, upscale(tile(video, rows), args.scale), fps=args.fps or pipe.fps)
+    what = f"{args.num} trajectories of {video.shape[1]} frames" if trajectories else f"{len(video)} samples"
+    print(f"wrote {path} ({what}, NFE {out.nfe})")
     return 0
 
 

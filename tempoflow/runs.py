@@ -20,11 +20,12 @@ from tempoflow.codecs import CODECS, Codec, PixelCodec
 from tempoflow.codecs.autoencoder import AutoencoderCodec
 from tempoflow.codecs.video_wae import VideoWAECodec
 from tempoflow.config import DEVICE, ExperimentConfig
-from tempoflow.configio import flatten, from_dict, save_yaml, to_dict
+from tempoflow.configio import from_dict, save_yaml, to_dict
 from tempoflow.data import DataConfig, frame_rate, is_field_data, load_dataset, video_shape
 from tempoflow.data.latent_cache import load_latents
 from tempoflow.errors import CheckpointError, ConfigError, DataError
 from tempoflow.methods import Method, method_class
+from tempoflow.resume import check_resumable
 from tempoflow.text import TextEncoder, make_text_encoder
 from tempoflow.train.checkpoint import (
     CHECKSUMS,
@@ -50,67 +51,6 @@ def data_dict(data: DataConfig) -> dict:
     d = to_dict(data)
     d.pop("latent_cache")
     return d
-
-
-# What a resumed run may change (dotted config keys; a trailing "." takes a whole section). Every other
-# setting decides what is trained — the method, the network's shapes, the data, the text encoder, the
-# objective, the optimizer (whose saved state would silently override a new lr, betas or weight decay)
-# and the seed — so a resumed run keeps it.
-RESUMABLE = (
-    "out_dir", "device",  # where the run lives (a moved folder keeps its old out_dir) and what it runs on
-    "train.steps",  # train longer (or stop sooner): the cosine schedule stretches to the new end
-    "train.log_every", "train.checkpoint_every", "train.cpu_threads", "train.compile",  # how, not what
-    "data.latent_cache", "data.physics.cache_dir", "text.cache",  # caches, checked against the data
-    "flow.codec_path", "vlfm.codec_path",  # where the codec's run is: its fingerprint is checked instead
-    "sample.", "eval.",  # how the trained model is sampled and evaluated
-)
-
-
-def resume_conflicts(saved: dict, new: dict) -> list[str]:
-    """Settings that differ between a run's saved config and the one it is resumed with, and may not.
-
-    Allowed to change (``RESUMABLE``): ``train.steps`` (to train longer), the logging, checkpoint,
-    thread and compile settings, ``device``, ``out_dir``, cache paths (``data.latent_cache``,
-    ``data.physics.cache_dir``, ``text.cache``), the codec run's path (its fingerprint is compared
-    instead) and the ``sample``/``eval`` sections. Everything else is a conflict: the method, any
-    network size or shape, the data, the text encoder, the method's objective, the optimizer and
-    schedule, the batch size, EMA decay, precision and seed.
-
-    Args:
-        saved: the checkpoint's config (``config.json``), completed with today's defaults.
-        new: the config the run is resumed with.
-
-    Returns:
-        One ``key: saved -> new`` entry per conflicting setting, in config order.
-    """
-    old, now = flatten(saved), flatten(new)
-    return [
-        f"{key} {old.get(key, '(unset)')!r} -> {now.get(key, '(unset)')!r}"
-        for key in dict.fromkeys([*old, *now])
-        if old.get(key) != now.get(key) and not any(
-            key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in RESUMABLE
-        )
-    ]
-
-
-def check_resumable(cfg: ExperimentConfig, ckpt: Checkpoint) -> None:
-    """Refuse to resume ``ckpt`` with a config that changes what is trained (``resume_conflicts``).
-
-    Raises:
-        CheckpointError: the checkpoint's config is unreadable.
-        ConfigError: the new config changes settings a resumed run must keep; all are named.
-    """
-    try:
-        saved = to_dict(from_dict(ExperimentConfig, ckpt.config))
-    except ConfigError as err:
-        raise CheckpointError(f"{ckpt.path / CONFIG} holds a config this tempoflow cannot read: {err}") from err
-    conflicts = resume_conflicts(saved, to_dict(cfg))
-    if conflicts:
-        raise ConfigError(
-            f"--resume: this config changes settings the run in {cfg.out_dir} was trained with: "
-            f"{'; '.join(conflicts)}. Resume with the run's own settings (its config.yaml, plus "
-            "train.steps=N to train longer) or train into another out_dir"
-        )
 
 
 def build_codec(name: str, path: str = "", key: str = "codec_path") -> Codec:
@@ -182,6 +122,15 @@ def initial_frames(cfg: ExperimentConfig, n: int, split: str = "test") -> Tensor
     videos = load_dataset(cfg.data, split).videos
     rows = torch.arange(n) % len(videos)
     return videos[rows, : context_length(cfg)]
+
+
+def rollout_starts(cfg: ExperimentConfig, ckpt: Checkpoint, n: int) -> Tensor:
+    """What ``n`` roll-outs of a trajectory method start from: the frames a saved pipeline carries
+    (``INITIAL_FRAMES``, cycled), else :func:`initial_frames` of the run's test split."""
+    if ckpt.meta.get(PIPELINE) and INITIAL_FRAMES in ckpt.checksums:
+        frames = ckpt.tensors(INITIAL_FRAMES)["frames"]
+        return frames[torch.arange(n) % len(frames)]
+    return initial_frames(cfg, n)
 
 
 def method_parts(cfg: ExperimentConfig, text: TextEncoder | None = None) -> dict:
@@ -309,6 +258,8 @@ def pick_device(device: str) -> torch.device:
 # what it carries (codec run, text model) relative to its folder; its meta lists them.
 PIPELINE = "pipeline"
 RELATIVE_PATHS = "relative_paths"
+INITIAL_FRAMES = "initial_frames.safetensors"  # a trajectory pipeline's roll-out starts (test split)
+MAX_SAVED_STARTS = 256
 # Settings that name files a method is built from: what save_pipeline copies in.
 PATH_SETTINGS = ("flow.codec_path", "vlfm.codec_path", "align.video_path", "text.path", "text.cache")
 
@@ -361,6 +312,9 @@ def save_pipeline(method: Method, cfg: ExperimentConfig, ckpt: Checkpoint, folde
             data[section][name] = target
             relative.append(key)
         save_file({k: v.detach().cpu().contiguous() for k, v in learned_state(method).items()}, str(tmp / WEIGHTS))
+        if method.task == "trajectory":  # the starts, so the folder rolls out without the run's data
+            starts = rollout_starts(cfg, ckpt, min(MAX_SAVED_STARTS, len(load_dataset(cfg.data, "test"))))
+            save_file({"frames": starts.contiguous()}, str(tmp / INITIAL_FRAMES))
         meta = {k: v for k, v in ckpt.meta.items() if k != CHECKSUMS}
         meta.update({PIPELINE: True, RELATIVE_PATHS: relative, CHECKSUMS: checksums(tmp)})
         (tmp / CONFIG).write_text(json.dumps({"config": data, "meta": meta}, indent=2))

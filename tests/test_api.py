@@ -86,3 +86,26 @@ def test_evaluating_a_saved_pipeline_writes_beside_it(demo_run):
     tempoflow.load("runs/demo", device="cpu").save("deep/x/pipe")
     assert main(["eval", "deep/x/pipe", "--device", "cpu", "eval.num_prompts=1"]) == 0
     assert (demo_run / "deep/x/pipe/eval/metrics.json").is_file() and not (demo_run / "deep/eval").exists()
+
+
+def test_a_saved_trajectory_pipeline_rolls_out_without_the_runs_data(tmp_path, monkeypatch):
+    """A lifting run on physics data: the saved folder carries its roll-out starts, so it samples after
+    the simulation cache is gone (and from frames the caller hands in)."""
+    import shutil
+
+    from .test_method_contract import PHYSICS
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "sde_lifting", *PHYSICS, "method=lifting", "data.physics.cache_dir=cache",
+                 "out_dir=run"]) == 0
+    pipe = tempoflow.load("run", device="cpu")
+    before = pipe(num=3, seed=2)
+    pipe.save("saved")
+    shutil.rmtree("cache")
+    shutil.rmtree("run")
+    saved = tempoflow.load("saved", device="cpu")
+    assert torch.equal(saved(num=3, seed=2), before) and not (tmp_path / "cache").exists()
+    starts = before[:, :1]
+    assert saved(num=3, seed=2, initial=starts).shape == before.shape
+    with pytest.raises(ConfigError, match="rolls out trajectories"):
+        saved("a prompt")

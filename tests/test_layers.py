@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("tempoflow.methods",),
     ("tempoflow.train",),
     ("tempoflow.config",),  # the experiment's schema: composes every section
+    ("tempoflow.resume",),  # what --resume may change
     ("tempoflow.runs", "tempoflow.train.run"),  # the composition root (train.run: its old name, an alias)
     ("tempoflow.evaluate",),
     ("tempoflow.cli", "tempoflow.demo", "tempoflow.api", "tempoflow"),  # entry points and the public API

@@ -22,7 +22,8 @@ from tempoflow.config import load_config
 from tempoflow.configio import save_yaml, to_dict
 from tempoflow.errors import CheckpointError, ConfigError
 from tempoflow.report.html import read_log
-from tempoflow.runs import load_run, resume_conflicts, train
+from tempoflow.resume import resume_conflicts
+from tempoflow.runs import load_run, train
 from tempoflow.train import trainer as trainer_module
 from tempoflow.train.checkpoint import CHECKSUMS
 from tests.conftest import TINY

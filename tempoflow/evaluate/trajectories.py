@@ -30,7 +30,7 @@ from tempoflow.config import ExperimentConfig
 from tempoflow.data import PHYSICS_KINDS, load_dataset
 from tempoflow.data.io import write_video
 from tempoflow.evaluate.record import write_record
-from tempoflow.methods.rollout import NextFrameMethod, rollout
+from tempoflow.methods.rollout import NextFrameMethod
 from tempoflow.metrics.qoi import (
     crossing_time,
     crossing_time_w2,
@@ -134,16 +134,18 @@ def trajectory_scores(generated: Tensor, truth: Tensor, times: Tensor, kind: str
 
 @torch.no_grad()
 def timed_rollout(method: NextFrameMethod, initial: Tensor, steps: int, seed: int, next_frame=None) -> dict:
-    """Roll out from ``initial`` ``(N, k, C, H, W)``; the frames (CPU), NFE and wall seconds."""
-    device = next(method.net.parameters()).device
+    """Roll out from ``initial`` ``(N, k, C, H, W)`` through ``method.sample``; the frames (CPU), NFE,
+    wall seconds and the sampler's settings."""
+    device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
+    custom = {"next_frame": next_frame} if next_frame is not None else {}
     t0 = time.perf_counter()
-    out = rollout(
-        next_frame or method.next_frame, initial.to(device), method.window, steps, 1, gen, progress=sys.stderr.isatty()
-    )
+    out = method.sample(initial, generator=gen, num_frames=initial.shape[1] + steps, progress=sys.stderr.isatty(),
+                        **custom)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return {"frames": out.frames.float().cpu(), "nfe": out.nfe, "seconds": time.perf_counter() - t0}
+    return {"frames": out.video.float().cpu(), "nfe": out.nfe, "seconds": time.perf_counter() - t0,
+            "settings": out.settings}
 
 
 def evaluate_trajectories(
@@ -178,8 +180,7 @@ def evaluate_trajectories(
             "rollout_seconds": run["seconds"],
         }
     )
-    if cfg.method == "ardm":
-        metrics.update({"solver": cfg.ardm.solver, "solver_steps": cfg.ardm.steps})
+    metrics.update({k: v for k, v in run["settings"].items() if k not in ("frames", "given_frames")})
 
     figures = {}
     if cfg.data.name in PHYSICS_KINDS:

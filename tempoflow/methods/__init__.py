@@ -1,4 +1,17 @@
-"""Methods by name. Each is a ``Method`` with ``loss(batch, generator)`` and ``sample(...)``."""
+"""Methods by name (``METHODS``). Each is a :class:`~tempoflow.methods.base.Method`, built as
+``cls(section_config, video_shape, **parts)`` by ``tempoflow.runs.build_method``, with
+``loss(batch, generator) -> {"loss": ...}`` and, per the ``task`` it declares:
+
+- "text-to-video" (flow, vlfm) and "alignment" (align):
+  ``sample(captions, generator=None, options=None, num_frames=None | times=None, progress=False)``
+  (``num_frames``: flow; ``times`` in seconds: vlfm, ``continuous_time``);
+- "trajectory" (lifting, ardm): ``sample(initial (N, k, C, H, W), generator=None, options=None,
+  num_frames=None, progress=False)``;
+- "reconstruction" (autoencoder, video_wae): ``reconstruct(videos)``; no sampling.
+
+``options`` is a :class:`~tempoflow.methods.base.SamplingOptions`; a method reads only the fields it
+lists in ``sampling_knobs``. Every ``sample`` returns :class:`~tempoflow.methods.base.Samples`.
+"""
 
 from tempoflow.errors import ConfigError
 from tempoflow.methods.align import Align

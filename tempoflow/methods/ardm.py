@@ -124,4 +124,5 @@ class AutoregressiveFlow(NextFrameMethod):
         def next_frame(window: Tensor, generator: torch.Generator | None) -> Step:
             return self.next_frame(window, generator, solver_steps, solver)
 
-        return super().sample(initial, generator, options, num_frames, progress, next_frame=next_frame)
+        used = {"solver": solver or self.cfg.solver, "solver_steps": solver_steps or self.cfg.steps}
+        return super().sample(initial, generator, options, num_frames, progress, next_frame=next_frame, settings=used)

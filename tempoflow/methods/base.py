@@ -108,9 +108,9 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def sample(self, *args, **kwargs) -> Samples:
-        """Per task (``tempoflow.methods`` module doc): text-to-video and alignment methods take
-        ``(captions, *, generator, options, num_frames | times, progress)``, trajectory methods
-        ``(initial, *, generator, options, num_frames, progress)``; reconstruction methods do not sample."""
+        """Per task (the ``tempoflow.methods`` package docstring): text-to-video and alignment methods take
+        ``(captions, generator, options, num_frames | times, progress)``, trajectory methods
+        ``(initial, generator, options, num_frames, progress)``; reconstruction methods do not sample."""
         raise NotImplementedError
 
     def compile_networks(self) -> None:

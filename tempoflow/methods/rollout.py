@@ -212,6 +212,7 @@ class NextFrameMethod(Method):
         num_frames: int | None = None,
         progress: bool = False,
         next_frame: NextFrame | None = None,
+        settings: dict | None = None,
     ) -> Samples:
         """Roll out one trajectory from each of the given frames, ``num_frames`` frames in all.
 
@@ -223,6 +224,7 @@ class NextFrameMethod(Method):
             num_frames: frames per trajectory, the given ones included; default the training length ``T``.
             progress: a progress bar over frames.
             next_frame: the map to roll out; default ``self.next_frame``.
+            settings: what the per-frame map used, recorded in ``Samples.settings``.
 
         Returns:
             :class:`Samples` with ``video`` ``(N, num_frames, C, H, W)`` and frame ``times``.
@@ -240,4 +242,4 @@ class NextFrameMethod(Method):
             raise ValueError(f"num_frames={num_frames} is fewer than the {initial.shape[1]} given frames")
         out = rollout(next_frame or self.next_frame, initial, self.window, steps, 1, generator, progress)
         return Samples(video=out.frames, latents=out.frames, nfe=out.nfe, times=self.frame_times(num_frames),
-                       settings={"frames": num_frames, "given_frames": initial.shape[1]})
+                       settings={"frames": num_frames, "given_frames": initial.shape[1], **(settings or {})})

@@ -104,6 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, until=args.until)
+    if not result.main_process:  # one report per run, from the main process of a launcher
+        return 0
     if math.isnan(result.last_loss):  # nothing left to run: the run was at train.steps already
         print(f"the run is at step {result.step} already (train.steps={cfg.train.steps}): nothing to train; "
               f"checkpoint: {result.checkpoint}")

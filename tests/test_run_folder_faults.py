@@ -246,6 +246,8 @@ class _OldTrainState:
 def _old_save_state(self, folder: Path) -> None:
     """How checkpoints were written before: accelerate's save_state with the EMA and TrainState registered."""
     self.accelerator._custom_objects = [self.ema, _OldTrainState(self.state)]
+    if self.scheduler not in self.accelerator._schedulers:  # it went through accelerate's prepare then
+        self.accelerator._schedulers.append(self.scheduler)
     self.accelerator.save_state(str(folder))
 
 

@@ -13,7 +13,8 @@ from tempoflow.errors import CheckpointError, ConfigError, TrainingError
 from tempoflow.runs import build_method, load_run, make_trainer, train
 from tempoflow.train.checkpoint import read_checkpoint, resolve_checkpoint
 from tempoflow.train.ema import EMA
-from tempoflow.train.trainer import Trainer, lr_lambda
+from tempoflow.train.optimization import lr_lambda
+from tempoflow.train.trainer import Trainer
 
 
 def _weights(path):
@@ -172,7 +173,7 @@ def test_each_discriminator_is_clipped_on_its_own():
 
     from tempoflow.methods.base import Method
     from tempoflow.nets.discriminator import LatentDiscriminator
-    from tempoflow.train.trainer import clip_groups
+    from tempoflow.train.optimization import clip_groups
 
     class Adversarial(Method):  # what a method with a discriminator declares: its players
         def __init__(self):

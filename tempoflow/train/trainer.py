@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from tempoflow.configio import require
@@ -37,6 +36,7 @@ from tempoflow.train.checkpoint import (
     staging_dir,
 )
 from tempoflow.train.ema import EMA
+from tempoflow.train.optimization import clip_groups, lr_lambda
 from tempoflow.train.state import (
     TrainingState,
     capture_rng,
@@ -91,6 +91,7 @@ class TrainResult:
     steps_per_second: float
     last_loss: float
     log: list[dict] = field(default_factory=list)
+    main_process: bool = True  # False on the other processes of a multi-process run: they report nothing
 
 
 class TrainState:
@@ -101,36 +102,10 @@ class TrainState:
         self.batch_gen, self.noise_gen = batch_gen, noise_gen
 
 
-def lr_lambda(cfg: TrainConfig):
-    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``cfg.steps``."""
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def resolve_mixed_precision(setting: str, device: str) -> str:
     if setting == "auto":
         return "bf16" if device != "cpu" and torch.cuda.is_available() else "no"
     return setting
-
-
-def clip_groups(method: Method) -> list[list[nn.Parameter]]:
-    """Trainable parameters split by player: one group per discriminator, one for everything else.
-
-    Each group's gradient norm is clipped on its own: a discriminator's BCE gradient must not be
-    shrunk by the generator's (eq. (2) of the align method sums over thousands of pixels) nor the
-    other way round. A method without discriminators has one group.
-    """
-    discs = method.players()
-    in_disc = {id(p) for d in discs for p in d.parameters()}
-    groups = [[p for p in d.parameters() if p.requires_grad] for d in discs]
-    groups.append([p for p in method.parameters() if p.requires_grad and id(p) not in in_disc])
-    return [g for g in groups if g]
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -179,8 +154,10 @@ class Trainer:
         if not params:
             raise TrainingError(f"method '{method.name}' has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        # The schedule is not handed to accelerate: its wrapper steps a scheduler once per process per
+        # step, which runs the warm-up and decay N times too fast on N processes.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
-        self.method, self.optimizer, self.scheduler = self.accelerator.prepare(method, self.optimizer, self.scheduler)
+        self.method, self.optimizer = self.accelerator.prepare(method, self.optimizer)
         self.ema = EMA(self.unwrapped, cfg.ema_decay).to(dev)
         self.clip_groups = clip_groups(self.unwrapped)
         seed = cfg.seed * 1000 + self.accelerator.process_index  # each process draws its own batches
@@ -191,6 +168,10 @@ class Trainer:
         self.videos = videos.to(dev)
         self.key = key  # "video", or "latents" when training from a latent cache
         self.captions = captions
+
+    def all_finite(self, finite: Tensor) -> bool:
+        """Whether every process's losses stayed finite (one collective: all processes stop together)."""
+        return not bool(self.accelerator.reduce((~finite).float(), "sum") > 0)
 
     @property
     def unwrapped(self) -> Method:
@@ -313,6 +294,7 @@ class Trainer:
             steps_per_second=(self.state.step - start_step) / max(seconds, 1e-9),
             last_loss=last_loss,
             log=log,
+            main_process=self.accelerator.is_main_process,
         )
 
     def _loop(
@@ -366,14 +348,14 @@ class Trainer:
                 end = step  # stop here, logging and checkpointing as at the last step
             at_log = step % cfg.log_every == 0 or step == end
             at_ckpt = step % cfg.checkpoint_every == 0 or step == end
-            if (at_log or at_ckpt) and not bool(finite):
+            if (at_log or at_ckpt) and not self.all_finite(finite):
                 raise TrainingError(
                     f"loss became non-finite at or before step {step}; training stopped. "
                     f"Last good checkpoint: {last_good or 'none written yet'}"
                 )
             if at_log:
                 n, since_log = since_log, 0
-                last_loss = float(loss_sum) / n
+                last_loss = float(self.accelerator.reduce(loss_sum, "mean")) / n  # the mean over processes
                 loss_sum.zero_()
                 now = time.perf_counter()
                 rec = {
@@ -382,7 +364,7 @@ class Trainer:
                     "lr": self.scheduler.get_last_lr()[0],
                     "steps_per_s": n / max(now - tick, 1e-9),
                     "time_s": now - t0,
-                    **{k: float(v) / n for k, v in term_sums.items()},  # averaged like the loss
+                    **{k: float(self.accelerator.reduce(v, "mean")) / n for k, v in term_sums.items()},  # as the loss
                 }
                 term_sums.clear()
                 tick = now

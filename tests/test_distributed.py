@@ -1,0 +1,67 @@
+"""Two training processes on the CPU (gloo), launched as users launch several GPUs (torchrun): one report,
+one log with the learning-rate schedule of a single process, one set of checkpoints, and a run resumed
+halfway that ends bit-identical to an uninterrupted one (issue 16)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tempoflow.config import load_config
+from tempoflow.train.optimization import lr_lambda
+
+from .conftest import TINY
+
+ARGS = [*TINY, "train.steps=6", "train.warmup_steps=3", "train.log_every=2", "train.checkpoint_every=2"]
+
+
+def launch(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 -m tempoflow.cli ARGV`` (a free port, gloo on the CPU)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "tempoflow.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("ddp")
+    result = launch("train", "demo", *ARGS, "out_dir=run", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run", result
+
+
+def test_two_processes_report_once_and_keep_one_schedule(straight):
+    run, result = straight
+    assert result.stdout.count("trained 6 steps") == 1  # the main process alone reports
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    # the schedule of ONE process: after k optimizer steps the lr is lr·factor(k) (accelerate's wrapper used
+    # to step it once per process, running warm-up and decay twice as fast)
+    train = load_config("demo", ARGS).train
+    factor = lr_lambda(train)
+    for r in records:
+        assert r["lr"] == pytest.approx(train.lr * factor(r["step"]), rel=1e-6), r
+    folders = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert folders == ["latest", "step_00000002", "step_00000004", "step_00000006"]  # no stray temporaries
+
+
+def test_a_two_process_run_resumed_halfway_ends_bit_identical(straight, tmp_path):
+    run, _ = straight
+    assert launch("train", "demo", *ARGS, "out_dir=half", "--until", "4", cwd=tmp_path).returncode == 0
+    resumed = launch("train", "demo", *ARGS, "out_dir=half", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(str(run / "checkpoints/step_00000006/ema.safetensors"))
+    b = load_file(str(tmp_path / "half/checkpoints/step_00000006/ema.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    def losses(path: Path) -> list[tuple[int, float]]:
+        return [(r["step"], r["loss"]) for r in map(json.loads, path.read_text().splitlines())]
+
+    assert losses(run / "log.jsonl") == losses(tmp_path / "half/log.jsonl")  # the mean over both processes

@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import shutil
 import sys
 import warnings
@@ -116,6 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    if secondary_process():
+        return 0
     from tempoflow.api import Pipeline
     from tempoflow.data.io import write_video
     from tempoflow.runs import load_run
@@ -140,8 +143,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def secondary_process() -> bool:
+    """Started by a launcher (torchrun, accelerate) as a process other than the first: sampling and
+    evaluation run once, on the first, so the others do nothing."""
+    return int(os.environ.get("RANK", "0")) != 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from tempoflow.evaluate import compare, evaluate, flatten
+
+    if secondary_process():
+        return 0
 
     # positional words with "=" are overrides; the rest are checkpoints
     checkpoints = [a for a in args.overrides if "=" not in a]

@@ -26,6 +26,8 @@ def run_demo(config: str | Path = "demo", overrides: list[str] = ()) -> dict:
     if resume:
         print(f"resuming the run in {out} (delete it to start over)")
     result = train(cfg, resume=resume)
+    if not result.main_process:  # under a launcher: the main process evaluates and reports, once
+        return {}
     record = evaluate(result.checkpoint, out / "eval", device=cfg.device)
     m = record["metrics"]
     print()

@@ -65,3 +65,9 @@ def test_a_two_process_run_resumed_halfway_ends_bit_identical(straight, tmp_path
         return [(r["step"], r["loss"]) for r in map(json.loads, path.read_text().splitlines())]
 
     assert losses(run / "log.jsonl") == losses(tmp_path / "half/log.jsonl")  # the mean over both processes
+
+
+def test_the_demo_under_a_launcher_evaluates_once(tmp_path):
+    result = launch("demo", *ARGS, "train.steps=2", "eval.num_prompts=1", "out_dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("metrics: ") == 1 and (tmp_path / "run/eval/metrics.json").is_file()

@@ -71,3 +71,16 @@ def test_the_demo_under_a_launcher_evaluates_once(tmp_path):
     result = launch("demo", *ARGS, "train.steps=2", "eval.num_prompts=1", "out_dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("metrics: ") == 1 and (tmp_path / "run/eval/metrics.json").is_file()
+
+
+def test_processes_take_disjoint_slices_of_the_batch_one_process_would_draw():
+    """Reference: one process with twice the batch, from the same generator state."""
+    from tempoflow.train.trainer import batch_indices
+
+    def draw(rank: int, world: int, batch: int):
+        return batch_indices(torch.Generator().manual_seed(7), 1000, batch, rank, world)
+
+    one = draw(0, 1, 8)
+    halves = [draw(r, 2, 4) for r in range(2)]
+    assert torch.equal(torch.cat(halves), one)  # the union is the single process's batch, in order
+    assert torch.equal(draw(0, 1, 4), torch.randint(1000, (4,), generator=torch.Generator().manual_seed(7)))

@@ -108,6 +108,15 @@ def resolve_mixed_precision(setting: str, device: str) -> str:
     return setting
 
 
+def batch_indices(generator: torch.Generator, n: int, batch_size: int, rank: int, world: int) -> Tensor:
+    """This process's training rows for one step: slice ``rank`` of one draw of ``batch_size × world`` rows
+    (uniform, with replacement) that every process makes from the same generator state. The processes'
+    batches are disjoint slices of the batch one process with ``world`` times the batch size would draw,
+    so N processes train as one with N times the batch. ``(batch_size,)`` long, CPU."""
+    rows = torch.randint(n, (batch_size * world,), generator=generator)
+    return rows[rank * batch_size : (rank + 1) * batch_size]
+
+
 def out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` is torch running out of device or host memory (not another RuntimeError)."""
     text = str(err)
@@ -160,9 +169,11 @@ class Trainer:
         self.method, self.optimizer = self.accelerator.prepare(method, self.optimizer)
         self.ema = EMA(self.unwrapped, cfg.ema_decay).to(dev)
         self.clip_groups = clip_groups(self.unwrapped)
-        seed = cfg.seed * 1000 + self.accelerator.process_index  # each process draws its own batches
+        # One batch stream for all processes (each takes its slice: batch_indices), its own noise each.
+        seed = cfg.seed * 1000
         self.state = TrainState(
-            torch.Generator().manual_seed(seed), torch.Generator(device=dev).manual_seed(seed + 1)
+            torch.Generator().manual_seed(seed),
+            torch.Generator(device=dev).manual_seed(seed + 1 + self.accelerator.process_index),
         )
         self.threads = thread_governor(cfg.cpu_threads, dev.type == "cpu")
         self.videos = videos.to(dev)
@@ -178,7 +189,9 @@ class Trainer:
         return self.accelerator.unwrap_model(self.method)
 
     def batch(self) -> dict:
-        idx = torch.randint(len(self.videos), (self.cfg.batch_size,), generator=self.state.batch_gen)
+        acc = self.accelerator
+        idx = batch_indices(self.state.batch_gen, len(self.videos), self.cfg.batch_size, acc.process_index,
+                            acc.num_processes)
         batch = {self.key: self.videos[idx.to(self.videos.device)]}
         # Row of each video in the training set (CPU): methods that key fixed per-sample values by
         # (video, frame), such as lifting's labels, read it; the rest ignore it.

@@ -84,3 +84,52 @@ def test_processes_take_disjoint_slices_of_the_batch_one_process_would_draw():
     halves = [draw(r, 2, 4) for r in range(2)]
     assert torch.equal(torch.cat(halves), one)  # the union is the single process's batch, in order
     assert torch.equal(draw(0, 1, 4), torch.randint(1000, (4,), generator=torch.Generator().manual_seed(7)))
+
+
+TOY = '''
+import sys
+
+import torch
+
+from tempoflow.methods.base import Method
+from tempoflow.train.trainer import TrainConfig, Trainer
+
+
+class Toy(Method):
+    """A noise-free loss, so two processes can equal one: regress each video's mean from its pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Linear(48, 1)
+
+    def loss(self, batch, generator=None):
+        x = batch["video"].flatten(1)
+        return {"loss": (self.w(x).squeeze(1) - x.mean(1)).square().mean()}
+
+
+torch.manual_seed(0)
+videos = torch.rand(64, 1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+cfg = TrainConfig(steps=3, batch_size=int(sys.argv[2]), lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=3,
+                  cpu_threads=1)
+Trainer(Toy(), videos, None, cfg, sys.argv[1], {}, {"method": "toy", "video_shape": [1, 3, 4, 4], "fps": 8.0},
+        "cpu").fit()
+'''
+
+
+def test_two_processes_train_as_one_with_twice_the_batch(tmp_path):
+    """Reference: one process, batch 8. Two processes with batch 4 each average their gradients (DDP) over
+    the two halves of that same batch, so after 3 AdamW steps (clipped) the weights agree to rounding."""
+    script = tmp_path / "toy.py"
+    script.write_text(TOY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), "one", "8"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(script), "two", "4"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    one = load_file(str(tmp_path / "one/checkpoints/step_00000003/model.safetensors"))
+    two = load_file(str(tmp_path / "two/checkpoints/step_00000003/model.safetensors"))
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-6), key
+    torch.manual_seed(0)
+    start = torch.nn.Linear(48, 1).weight  # the script's initial weights (same seed)
+    assert float((one["w.weight"] - start).abs().max()) > 1e-3  # it did train

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import torch
@@ -33,8 +34,8 @@ from tempoflow.train.checkpoint import (
     WEIGHTS,
     Checkpoint,
     checksums,
+    cpu_state,
     holds_checkpoints,
-    learned_state,
     read_checkpoint,
 )
 from tempoflow.train.trainer import Trainer, TrainResult
@@ -115,21 +116,22 @@ def context_length(cfg: ExperimentConfig) -> int:
     return 1 if starts_at_zero(cfg.data) else cfg.lifting.window
 
 
-def initial_frames(cfg: ExperimentConfig, n: int, split: str = "test") -> Tensor:
+def initial_frames(cfg: ExperimentConfig, n: int | None = None, split: str = "test") -> Tensor:
     """The first :func:`context_length` frames of ``n`` trajectories of ``split`` (cycled when it holds
-    fewer): ``(n, k, C, H, W)``, what a trajectory method's ``sample`` rolls out from. For physics data
-    they are all the fixed initial state."""
+    fewer; all of them when ``n`` is None): ``(n, k, C, H, W)``, what a trajectory method's ``sample``
+    rolls out from. For physics data they are all the fixed initial state."""
     videos = load_dataset(cfg.data, split).videos
-    rows = torch.arange(n) % len(videos)
+    rows = torch.arange(len(videos) if n is None else n) % len(videos)
     return videos[rows, : context_length(cfg)]
 
 
-def rollout_starts(cfg: ExperimentConfig, ckpt: Checkpoint, n: int) -> Tensor:
-    """What ``n`` roll-outs of a trajectory method start from: the frames a saved pipeline carries
-    (``INITIAL_FRAMES``, cycled), else :func:`initial_frames` of the run's test split."""
+def rollout_starts(cfg: ExperimentConfig, ckpt: Checkpoint, n: int | None = None) -> Tensor:
+    """What ``n`` roll-outs of a trajectory method start from (every distinct start when ``n`` is None):
+    the frames a saved pipeline carries (``INITIAL_FRAMES``, cycled), else :func:`initial_frames` of the
+    run's test split."""
     if ckpt.meta.get(PIPELINE) and INITIAL_FRAMES in ckpt.checksums:
         frames = ckpt.tensors(INITIAL_FRAMES)["frames"]
-        return frames[torch.arange(n) % len(frames)]
+        return frames if n is None else frames[torch.arange(n) % len(frames)]
     return initial_frames(cfg, n)
 
 
@@ -245,7 +247,7 @@ def pick_device(device: str) -> torch.device:
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if DEVICE.fullmatch(device) is None or device == "auto":
+    if DEVICE.fullmatch(device) is None:
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda"):
         index = int(device.partition(":")[2] or 0)
@@ -287,8 +289,7 @@ def save_pipeline(method: Method, cfg: ExperimentConfig, ckpt: Checkpoint, folde
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} exists and is not empty: choose a new folder to save the pipeline in")
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:12]}.tmp")  # ours alone, as files.write_atomic's
     tmp.mkdir(parents=True)
     try:
         data = to_dict(cfg)
@@ -311,10 +312,9 @@ def save_pipeline(method: Method, cfg: ExperimentConfig, ckpt: Checkpoint, folde
                 shutil.copy2(source, tmp / target)
             data[section][name] = target
             relative.append(key)
-        save_file({k: v.detach().cpu().contiguous() for k, v in learned_state(method).items()}, str(tmp / WEIGHTS))
+        save_file(cpu_state(method), str(tmp / WEIGHTS))
         if method.task == "trajectory":  # the starts, so the folder rolls out without the run's data
-            starts = rollout_starts(cfg, ckpt, min(MAX_SAVED_STARTS, len(load_dataset(cfg.data, "test"))))
-            save_file({"frames": starts.contiguous()}, str(tmp / INITIAL_FRAMES))
+            save_file({"frames": rollout_starts(cfg, ckpt)[:MAX_SAVED_STARTS].contiguous()}, str(tmp / INITIAL_FRAMES))
         meta = {k: v for k, v in ckpt.meta.items() if k != CHECKSUMS}
         meta.update({PIPELINE: True, RELATIVE_PATHS: relative, CHECKSUMS: checksums(tmp)})
         (tmp / CONFIG).write_text(json.dumps({"config": data, "meta": meta}, indent=2))

@@ -151,8 +151,9 @@ def learned_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in module.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
 
 
-def _state_dict(state: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # contiguous CPU copies: safetensors refuses shared or non-contiguous storage
+def cpu_state(state: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What a weights file stores: the learned state of a module (or a state dict) as contiguous CPU
+    copies (safetensors refuses shared or non-contiguous storage)."""
     state = learned_state(state) if isinstance(state, nn.Module) else state
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
@@ -173,9 +174,9 @@ def commit_checkpoint(
     tmp.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
     try:
-        save_file(_state_dict(model), str(tmp / WEIGHTS))
+        save_file(cpu_state(model), str(tmp / WEIGHTS))
         if ema is not None:
-            save_file(_state_dict(ema), str(tmp / EMA_WEIGHTS))
+            save_file(cpu_state(ema), str(tmp / EMA_WEIGHTS))
         meta = {**meta, "step": step, CHECKSUMS: checksums(tmp)}
         (tmp / CONFIG).write_text(json.dumps({"config": config, "meta": meta}, indent=2))
         if final.exists():

@@ -52,7 +52,10 @@ def test_a_saved_pipeline_loads_in_another_process_without_the_run(demo_run):
     code = ("import tempoflow, torch; p = tempoflow.load('saved', device='cpu'); "
             "torch.save(p('a red circle moves left', seed=5), 'v.pt')")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=demo_run)
-    assert torch.equal(torch.load(demo_run / "v.pt"), pipe("a red circle moves left", seed=5))
+    # Not bit-equal: the other process may split reductions over a different number of threads
+    # (CI's did), which changes float rounding; a different seed or weights would differ by ~0.1.
+    torch.testing.assert_close(torch.load(demo_run / "v.pt"), pipe("a red circle moves left", seed=5),
+                               rtol=0, atol=1e-4)
 
 
 def test_pipeline_settings_and_mistakes(demo_run):

@@ -16,6 +16,7 @@ RESUMABLE = (
     "train.steps",  # train longer (or stop sooner): the cosine schedule stretches to the new end
     "train.log_every", "train.checkpoint_every", "train.cpu_threads", "train.compile",  # how, not what
     "data.latent_cache", "data.physics.cache_dir", "text.cache",  # caches, checked against the data
+    "data.loading", "data.num_workers",  # how rows are read: the same batches either way
     "flow.codec_path", "vlfm.codec_path",  # where the codec's run is: its fingerprint is checked instead
     "sample.", "eval.",  # how the trained model is sampled and evaluated
 )
@@ -26,7 +27,8 @@ def resume_conflicts(saved: dict, new: dict) -> list[str]:
 
     Allowed to change (``RESUMABLE``): ``train.steps`` (to train longer), the logging, checkpoint,
     thread and compile settings, ``device``, ``out_dir``, cache paths (``data.latent_cache``,
-    ``data.physics.cache_dir``, ``text.cache``), the codec run's path (its fingerprint is compared
+    ``data.physics.cache_dir``, ``text.cache``), how data rows are read (``data.loading``,
+    ``data.num_workers``: the same batches), the codec run's path (its fingerprint is compared
     instead) and the ``sample``/``eval`` sections. Everything else is a conflict: the method, any
     network size or shape, the data, the text encoder, the method's objective, the optimizer and
     schedule, the batch size, EMA decay, precision and seed.

@@ -22,8 +22,8 @@ from tempoflow.codecs.autoencoder import AutoencoderCodec
 from tempoflow.codecs.video_wae import VideoWAECodec
 from tempoflow.config import DEVICE, ExperimentConfig
 from tempoflow.configio import from_dict, save_yaml, to_dict
-from tempoflow.data import DataConfig, frame_rate, is_field_data, load_dataset, video_shape
-from tempoflow.data.latent_cache import load_latents
+from tempoflow.data import DataConfig, frame_rate, is_field_data, load_dataset, open_rows, reads_lazily, video_shape
+from tempoflow.data.latent_cache import load_latents, open_latents
 from tempoflow.errors import CheckpointError, ConfigError, DataError
 from tempoflow.methods import Method, method_class
 from tempoflow.resume import check_resumable
@@ -48,9 +48,10 @@ def text_encoder(cfg: ExperimentConfig) -> TextEncoder:
 
 
 def data_dict(data: DataConfig) -> dict:
-    """The data settings a latent cache must agree with (everything but the cache's own path)."""
+    """The data settings a latent cache must agree with (all but the cache's path and how it is read)."""
     d = to_dict(data)
-    d.pop("latent_cache")
+    for key in ("latent_cache", "loading", "num_workers"):
+        d.pop(key)
     return d
 
 
@@ -204,14 +205,16 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
             raise ConfigError(f"--resume: the run in {out} is at step {saved.step} already, past train.steps="
                               f"{cfg.train.steps}; pass train.steps=N with N > {saved.step} to train longer")
     method = build_method(cfg, text)
+    lazy = reads_lazily(cfg.data)  # rows read when a batch draws them (tempoflow.data.rows), or all up front
     if cfg.data.latent_cache:
         if method.codec is None:
             raise ConfigError(f"method '{cfg.method}' has no codec: it cannot train from data.latent_cache")
-        data = load_latents(cfg.data.latent_cache, method.codec, data_dict(cfg.data), "train")
-        tensors, key = data.latents, "latents"
+        data = (open_latents if lazy else load_latents)(cfg.data.latent_cache, method.codec, data_dict(cfg.data),
+                                                        "train")
+        rows, key = (data if lazy else data.latents), "latents"
     else:
-        data = load_dataset(cfg.data, "train")
-        tensors, key = data.videos, "video"
+        data = open_rows(cfg.data, "train") if lazy else load_dataset(cfg.data, "train")
+        rows, key = (data if lazy else data.videos), "video"
     if method.captions == "required":
         _require_captions(cfg.method, data.captions, getattr(data, "paths", None))
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +225,8 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     if saved is not None and saved.meta.get("codec_fingerprint") != meta.get("codec_fingerprint"):
         raise ConfigError(f"--resume: the run in {out} was trained in another latent space: its codec now "
                           "loads different weights (was the codec's run retrained or replaced?)")
-    return Trainer(method, tensors, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key)
+    return Trainer(method, rows, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key,
+                   num_workers=cfg.data.num_workers)
 
 
 def _require_captions(method: str, captions: list[str] | None, paths: list[Path] | None) -> None:

@@ -21,11 +21,13 @@ from tempoflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from tempoflow.data.digits import DigitsDataset
+    from tempoflow.data.folder import FolderClips
     from tempoflow.data.shapes import ShapesDataset
 
 PHYSICS_KINDS = ("wave", "porous", "sde")  # data.name values served by tempoflow.data.physics
 DATASETS = ("shapes", "digits", "folder", *PHYSICS_KINDS)
 PHYSICS_SPLITS = ("train", "test")
+LOADING = ("auto", "memory", "lazy")  # data.loading
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,16 @@ class DataConfig:
     folder: FolderConfig = field(default_factory=FolderConfig)  # used when name is "folder": your videos
     # Folder written by `tempoflow data encode`: train on its latents instead of encoding every batch.
     latent_cache: str = ""
+    # How training reads its rows: "memory" = the whole split up front, held on the device; "lazy" = each
+    # video when a batch draws it, read ahead by `num_workers` DataLoader workers (a folder of videos, a
+    # latent cache); "auto" = lazy for those two, memory for the built-in datasets (generated in memory).
+    # Both give the same batches bit for bit (tempoflow.data.rows).
+    loading: str = "auto"
+    num_workers: int = 2  # processes reading lazy rows ahead of the training step (0 = in the training process)
+
+    def __post_init__(self) -> None:
+        require(self.loading in LOADING, f"data.loading must be one of {', '.join(LOADING)}, got {self.loading!r}")
+        require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
 
 
 @dataclass
@@ -186,6 +198,31 @@ def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset | DigitsDataset |
         return make_shapes(cfg.shapes, split)
     except ValueError as err:
         raise ConfigError(f"data.shapes: {err}") from err
+
+
+def reads_lazily(cfg: DataConfig) -> bool:
+    """Whether training reads rows when a batch draws them (``data.loading``; module ``tempoflow.data.rows``).
+
+    Raises:
+        ConfigError: ``data.loading=lazy`` for a built-in dataset, which is generated in memory.
+    """
+    _check(cfg)
+    lazy_source = cfg.name == "folder" or bool(cfg.latent_cache)
+    if cfg.loading == "lazy" and not lazy_source:
+        raise ConfigError(f"data.loading=lazy reads a folder of videos (data.name=folder) or a latent cache "
+                          f"(data.latent_cache); data.name={cfg.name} is generated in memory")
+    return lazy_source if cfg.loading == "auto" else cfg.loading == "lazy"
+
+
+def open_rows(cfg: DataConfig, split: str) -> FolderClips:
+    """One split of a folder of videos to read lazily (``FolderClips``): listed, not decoded."""
+    from tempoflow.data.folder import open_folder
+
+    if cfg.name != "folder":
+        raise ConfigError(f"data.name={cfg.name} is generated in memory: use load_dataset")
+    if not cfg.folder.path:
+        raise ConfigError("data.name=folder needs data.folder.path (a folder of videos or a CSV manifest)")
+    return open_folder(cfg.folder, split)
 
 
 def video_shape(cfg: DataConfig) -> tuple[int, int, int, int]:

@@ -15,6 +15,10 @@ rotation, centre-cropped to a square and resized to ``resolution``. Only the fra
 decoded and kept. A file shorter than the clip (by duration), missing or corrupt is an error naming it. Videos with
 equal captions form a bucket; the split is by video, deterministic from ``seed``; there is no
 "heldout" split of unseen combinations (it is empty).
+
+``open_folder`` lists a split without decoding it (``FolderClips``: clip ``i`` is decoded when read,
+which is how training reads a folder by default, ``data.loading``); ``make_folder`` decodes every clip
+of the split into one tensor (evaluation, ``tempoflow data``, ``data.loading=memory``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from torch import Tensor
 
 from tempoflow.data.captioned import CaptionedVideos, bucket_ids_of
+from tempoflow.data.rows import Rows
 from tempoflow.data.video_reader import read_clip, require_memory, to_float_frames
 from tempoflow.errors import DataError
 
@@ -132,24 +137,65 @@ def crop_and_resize(frames: np.ndarray, resolution: int) -> Tensor:
     return to_float_frames(frames[:, top : top + side, left : left + side], (resolution, resolution))
 
 
-def make_folder(cfg: FolderConfig, split: str) -> FolderDataset:
-    """One split ("train", "test"; "heldout" is empty) of the videos at ``cfg.path``."""
+class FolderClips(Rows):
+    """One split of your videos, read lazily: clip ``i`` is decoded when ``clips[i]`` is asked for (by the
+    trainer's ``DataLoader`` workers), so nothing is decoded up front and memory does not grow with the
+    number of videos. Clip ``i`` is a function of the file alone (centre crop, no randomness): every
+    worker and every epoch reads the same clip for the same index.
+
+    Attributes:
+        captions: one per clip ("" = uncaptioned); paths: the files; fps: the clip rate; split: its name.
+    """
+
+    def __init__(self, cfg: FolderConfig, entries: list[tuple[Path, str, float | None]], split: str):
+        self.cfg, self.entries, self.split = cfg, entries, split
+        self.captions = [caption for _, caption, _ in entries]
+        self.paths = [file for file, _, _ in entries]
+        self.fps = float(cfg.fps)
+        self.bucket_ids = bucket_ids_of(self.captions)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> Tensor:
+        """``(T, 3, R, R)`` float32 in [0, 1]: the clip of video ``i``.
+
+        Raises:
+            DataError: the file is missing, corrupt or shorter than a clip; the message names it.
+        """
+        file, _, fps = self.entries[i]
+        return crop_and_resize(read_clip(file, self.cfg.num_frames, self.cfg.fps, file_fps=fps), self.cfg.resolution)
+
+
+def open_folder(cfg: FolderConfig, split: str) -> FolderClips:
+    """One split ("train", "test"; "heldout" is empty) of the videos at ``cfg.path``, not decoded yet:
+    the files are listed and checked to exist, and each clip is decoded when it is read.
+
+    Raises:
+        DataError: the folder or manifest is unreadable, or a listed file does not exist (named).
+    """
     if split not in ("train", "test", "heldout"):
         raise ValueError(f"unknown split {split!r}; expected train, test or heldout")
     entries = list_videos(cfg.path)
     order = np.random.default_rng(cfg.seed).permutation(len(entries))
     n_test = math.floor(cfg.test_fraction * len(entries))
     chosen = {"test": order[:n_test], "train": order[n_test:], "heldout": order[:0]}[split]
-    chosen = sorted(int(i) for i in chosen)
+    entries = [entries[i] for i in sorted(int(i) for i in chosen)]
+    missing = [file for file, _, _ in entries if not file.exists()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"video file not found: {missing[0]}{more}")
+    return FolderClips(cfg, entries, split)
+
+
+def make_folder(cfg: FolderConfig, split: str) -> FolderDataset:
+    """One split ("train", "test"; "heldout" is empty) of the videos at ``cfg.path``, every clip decoded."""
+    clips = open_folder(cfg, split)
     R = cfg.resolution
-    require_memory(len(chosen) * cfg.num_frames * 3 * R * R * 4,
-                   f"{len(chosen)} clips of {cfg.num_frames} frames at {R}x{R} ({split} split of {cfg.path})",
+    require_memory(len(clips) * cfg.num_frames * 3 * R * R * 4,
+                   f"{len(clips)} clips of {cfg.num_frames} frames at {R}x{R} ({split} split of {cfg.path})",
                    "lower data.folder.resolution or num_frames, or use fewer videos")
-    stacked = torch.empty(len(chosen), cfg.num_frames, 3, R, R)
-    captions, paths = [], []
-    for n, i in enumerate(chosen):
-        file, caption, fps = entries[i]
-        stacked[n] = crop_and_resize(read_clip(file, cfg.num_frames, cfg.fps, file_fps=fps), R)
-        captions.append(caption)
-        paths.append(file)
-    return FolderDataset(stacked, captions, bucket_ids_of(captions), float(cfg.fps), split, paths)
+    stacked = torch.empty(len(clips), cfg.num_frames, 3, R, R)
+    for n in range(len(clips)):
+        stacked[n] = clips[n]
+    return FolderDataset(stacked, clips.captions, clips.bucket_ids, clips.fps, split, clips.paths)

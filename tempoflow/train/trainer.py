@@ -35,7 +35,9 @@ from tempoflow.train.checkpoint import (
     read_checkpoint,
     staging_dir,
 )
+from tempoflow.data.rows import Rows, TensorRows
 from tempoflow.train.ema import EMA
+from tempoflow.train.loader import RowLoader, batch_indices
 from tempoflow.train.optimization import clip_groups, lr_lambda
 from tempoflow.train.state import (
     TrainingState,
@@ -108,15 +110,6 @@ def resolve_mixed_precision(setting: str, device: str) -> str:
     return setting
 
 
-def batch_indices(generator: torch.Generator, n: int, batch_size: int, rank: int, world: int) -> Tensor:
-    """This process's training rows for one step: slice ``rank`` of one draw of ``batch_size × world`` rows
-    (uniform, with replacement) that every process makes from the same generator state. The processes'
-    batches are disjoint slices of the batch one process with ``world`` times the batch size would draw,
-    so N processes train as one with N times the batch. ``(batch_size,)`` long, CPU."""
-    rows = torch.randint(n, (batch_size * world,), generator=generator)
-    return rows[rank * batch_size : (rank + 1) * batch_size]
-
-
 def out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` is torch running out of device or host memory (not another RuntimeError)."""
     text = str(err)
@@ -124,17 +117,20 @@ def out_of_memory(err: BaseException) -> bool:
 
 
 class Trainer:
-    """Trains a ``Method`` on an in-memory video dataset (``videos`` (N, T, C, H, W), ``captions``).
+    """Trains a ``Method`` on a video dataset: in memory (``videos (N, T, C, H, W)``) or read lazily.
 
     Args:
         method: the model; its ``loss(batch, generator)`` returns ``{"loss": ...}``.
-        videos: ``(N, T, C, H, W)`` training videos (or fields).
+        videos: ``(N, T, C, H, W)`` training videos (or fields), or ``Rows`` (``tempoflow.data.rows``):
+            ``TensorRows`` are held on the device; other rows are read when a batch draws them, by
+            ``num_workers`` DataLoader workers running ahead of training (``tempoflow.train.loader``).
         captions: N captions (or None for unconditional data).
         cfg: optimisation settings.
         out_dir: run folder: ``checkpoints/``, ``log.jsonl``, ``tb/``.
         config_dict, meta: written into every checkpoint's ``config.json``.
         device: "auto", "cpu" or "cuda".
         key: the batch entry ``videos`` is served under: "video", or "latents" (from a latent cache).
+        num_workers: processes reading lazy rows ahead (0: read in this process at each step).
     """
 
     def __init__(
@@ -148,6 +144,7 @@ class Trainer:
         meta: dict,
         device: str = "auto",
         key: str = "video",
+        num_workers: int = 0,
     ):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
@@ -176,7 +173,13 @@ class Trainer:
             torch.Generator(device=dev).manual_seed(seed + 1 + self.accelerator.process_index),
         )
         self.threads = thread_governor(cfg.cpu_threads, dev.type == "cpu")
-        self.videos = videos.to(dev)
+        rows = TensorRows(videos) if isinstance(videos, Tensor) else videos
+        # In memory: the whole tensor on the device, indexed there. Lazy: a RowLoader, made at the first
+        # batch (after a resume has restored the batch generator it replays).
+        self.videos = rows.videos.to(dev) if isinstance(rows, TensorRows) else None
+        self.rows: Rows = rows if self.videos is None else TensorRows(self.videos)  # no second copy on the host
+        self.loader: RowLoader | None = None
+        self.num_workers = num_workers
         self.key = key  # "video", or "latents" when training from a latent cache
         self.captions = captions
 
@@ -188,11 +191,23 @@ class Trainer:
     def unwrapped(self) -> Method:
         return self.accelerator.unwrap_model(self.method)
 
+    def row_loader(self) -> RowLoader:
+        """A loader of this process's lazy rows from the current step to ``cfg.steps``."""
+        acc = self.accelerator
+        return RowLoader(self.rows, self.state.batch_gen, self.cfg.batch_size, acc.process_index, acc.num_processes,
+                         max(self.cfg.steps - self.state.step, 0), self.state.step, self.num_workers,
+                         pin_memory=acc.device.type == "cuda")
+
     def batch(self) -> dict:
         acc = self.accelerator
-        idx = batch_indices(self.state.batch_gen, len(self.videos), self.cfg.batch_size, acc.process_index,
+        if self.videos is None and (self.loader is None or self.loader.step != self.state.step):
+            self.loader = self.row_loader()
+        idx = batch_indices(self.state.batch_gen, len(self.rows), self.cfg.batch_size, acc.process_index,
                             acc.num_processes)
-        batch = {self.key: self.videos[idx.to(self.videos.device)]}
+        if self.videos is not None:
+            batch = {self.key: self.videos[idx.to(self.videos.device)]}
+        else:
+            batch = {self.key: self.loader.next(idx).to(acc.device, non_blocking=True)}
         # Row of each video in the training set (CPU): methods that key fixed per-sample values by
         # (video, frame), such as lifting's labels, read it; the rest ignore it.
         batch["index"] = idx

@@ -22,7 +22,15 @@ from tempoflow.codecs.autoencoder import AutoencoderCodec
 from tempoflow.codecs.video_wae import VideoWAECodec
 from tempoflow.config import DEVICE, ExperimentConfig
 from tempoflow.configio import from_dict, save_yaml, to_dict
-from tempoflow.data import DataConfig, frame_rate, is_field_data, load_dataset, open_rows, reads_lazily, video_shape
+from tempoflow.data import (
+    DataConfig,
+    frame_rate,
+    is_field_data,
+    load_dataset,
+    open_rows,
+    reads_lazily,
+    video_shape,
+)
 from tempoflow.data.latent_cache import load_latents, open_latents
 from tempoflow.errors import CheckpointError, ConfigError, DataError
 from tempoflow.methods import Method, method_class

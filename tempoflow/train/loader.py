@@ -91,7 +91,7 @@ class RowLoader:
     def __init__(self, rows: Rows, generator: torch.Generator, batch_size: int, rank: int, world: int, steps: int,
                  start: int, num_workers: int, pin_memory: bool = False):
         self.step, self.end = start, start + steps
-        workers = dict(num_workers=num_workers, prefetch_factor=PREFETCH_PER_WORKER) if num_workers else {}
+        workers = {"num_workers": num_workers, "prefetch_factor": PREFETCH_PER_WORKER} if num_workers else {}
         loader = DataLoader(
             _Batches(rows), batch_sampler=StepRows(generator, len(rows), batch_size, rank, world, steps),
             collate_fn=_as_is, pin_memory=pin_memory,

@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tempoflow.configio import require
+from tempoflow.data.rows import Rows, TensorRows
 from tempoflow.errors import CheckpointError, TrainingError
 from tempoflow.files import write_text_atomic
 from tempoflow.methods.base import Method
@@ -35,7 +36,6 @@ from tempoflow.train.checkpoint import (
     read_checkpoint,
     staging_dir,
 )
-from tempoflow.data.rows import Rows, TensorRows
 from tempoflow.train.ema import EMA
 from tempoflow.train.loader import RowLoader, batch_indices
 from tempoflow.train.optimization import clip_groups, lr_lambda

@@ -2,18 +2,22 @@
 
 Every user mistake (a wrong config key or type, a missing file or checkpoint, a bad caption, an
 optional package a feature needs) prints one line naming it and exits with status 2; no traceback.
+Under a launcher (torchrun, accelerate launch) every process exits 2 and the first process of each
+machine prints the line; the launcher's own failure summary names it too (``report_error``).
 A config argument is a YAML file or the name of a packaged config (``tempoflow configs`` lists them).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import os
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -143,6 +147,64 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# Under a launcher, how long a process other than the first on its machine waits before printing its error
+# (processes started together can drift a second apart on a loaded machine).
+# The same mistake fails every process at once: the first prints it and exits, and the launcher ends the
+# others meanwhile. An error only this process met (a damaged file among its rows) is printed after it.
+LAUNCHER_ERROR_WAIT_S = 3.0
+
+
+def report_error(line: str) -> None:
+    """Print one error ``line`` to stderr — once, under a launcher — and leave it where the launcher
+    reports a failed process.
+
+    torchrun and ``accelerate launch`` (torchelastic) end a failed run with their own summary and a
+    traceback of the launcher, and exit 1 whatever status the processes exit with; the summary's
+    "Root Cause" shows the JSON error file a failed process leaves at ``TORCHELASTIC_ERROR_FILE``, so
+    every process writes the line there. Only the first process of each machine (``LOCAL_RANK`` 0)
+    prints at once; another waits ``LAUNCHER_ERROR_WAIT_S`` first (the launcher stops it when the first
+    process exits with the same error) and prints only if it is still running.
+    """
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:  # torchelastic's error-file format; its summary shows "py_callstack" as the "traceback"
+        record = {"message": {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}}
+        with contextlib.suppress(OSError):
+            Path(path).write_text(json.dumps(record))
+    if first_on_machine():
+        print(line, file=sys.stderr)
+        return
+    time.sleep(LAUNCHER_ERROR_WAIT_S)
+    print(line, file=sys.stderr)
+
+
+# How torch.distributed's gloo backend reports, in the processes left, that another one exited mid-collective.
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer")
+
+
+def peer_lost(err: RuntimeError) -> str | None:
+    """Which ``PEER_LOST`` message ``err`` is, in a process of a launched run (else None): an error one
+    process met alone (a damaged file among its rows) ends it, and a collective of every other process
+    then fails with this — a consequence to name in one line, not a traceback to print."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    return next((marker for marker in PEER_LOST if marker in str(err)), None)
+
+
+def first_on_machine() -> bool:
+    """Not started by a launcher, or its first process on this machine (``LOCAL_RANK`` 0)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors reported once under a launcher (``report_error``)."""
+
+    def error(self, message: str):
+        if first_on_machine():
+            self.print_usage(sys.stderr)
+        report_error(f"{self.prog}: error: {message}")
+        self.exit(2)
+
+
 def secondary_process() -> bool:
     """Started by a launcher (torchrun, accelerate) as a process other than the first: sampling and
     evaluation run once, on the first, so the others do nothing."""
@@ -206,7 +268,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tempoflow", description="Flows in latent space for video and physics.")
+    p = _Parser(prog="tempoflow", description="Flows in latent space for video and physics.")
     p.add_argument("--version", action="version", version=f"tempoflow {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -298,15 +360,22 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     if args.command == "sample" and (args.num < 1 or args.scale < 1):
-        print(f"tempoflow: error: --num and --scale must be >= 1, got {args.num} and {args.scale}", file=sys.stderr)
+        report_error(f"tempoflow: error: --num and --scale must be >= 1, got {args.num} and {args.scale}")
         return 2
     try:
         with warnings.catch_warnings():  # a warning is one line too, like an error
             warnings.showwarning = _one_line_warning
             return args.func(args)
     except TempoflowError as err:
-        print(f"tempoflow: error: {err}", file=sys.stderr)
+        report_error(f"tempoflow: error: {err}")
         return 2
+    except RuntimeError as err:
+        lost = peer_lost(err)
+        if lost is None:
+            raise
+        report_error(f"tempoflow: error: another process of this run stopped ({lost}); the launcher's summary "
+                     "names its error")
+        return 1
     except KeyboardInterrupt:
         print("tempoflow: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,41 @@ def test_two_processes_train_as_one_with_twice_the_batch(tmp_path):
     torch.manual_seed(0)
     start = torch.nn.Linear(48, 1).weight  # the script's initial weights (same seed)
     assert float((one["w.weight"] - start).abs().max()) > 1e-3  # it did train
+
+
+def test_a_mistake_under_a_launcher_is_one_line_with_exit_status_2(tmp_path):
+    """Every process meets the bad override; the first prints the CLI's line, none prints a traceback, and
+    torchrun's failure summary (which it always prints, exiting 1) names the line and exit status 2."""
+    result = launch("train", "demo", *ARGS, "train.stepz=3", "out_dir=run", cwd=tmp_path)
+    line = "tempoflow: error: unknown config key 'train.stepz'"
+    assert result.returncode != 0 and not (tmp_path / "run").exists()
+    assert [s for s in result.stderr.splitlines() if s.startswith("tempoflow:")] == [
+        next(s for s in result.stderr.splitlines() if s.startswith(line))]
+    assert "tempoflow/cli.py" not in result.stderr and "tempoflow/config" not in result.stderr  # no traceback of ours
+    root_cause = result.stderr.split("Root Cause")[1]
+    assert "exitcode  : 2" in root_cause and f"traceback : {line}" in root_cause
+
+
+def test_a_damaged_video_only_one_process_reads_is_named_once(tmp_path):
+    """Lazy data: the second process alone draws the damaged clips (its slice of the first batch). It names
+    the file; the first, whose gradient exchange then breaks, says so in one line instead of a traceback."""
+    from tempoflow.data.io import write_video
+    from tempoflow.train.trainer import batch_indices
+
+    clips = tmp_path / "clips"
+    for i in range(12):
+        write_video(clips / f"c{i:02d}.mp4", torch.full((4, 3, 16, 16), (i + 1) / 13), fps=8.0)
+    draw = batch_indices(torch.Generator().manual_seed(0), 12, 4, 0, 1).tolist()  # both processes' rows, step 1
+    second = [i for i in draw[2:] if i not in draw[:2]]
+    for i in second:
+        (clips / f"c{i:02d}.mp4").write_bytes(b"damaged")
+    result = launch("train", "demo", *ARGS, "train.steps=1", "train.batch_size=2", "data.name=folder",
+                    "data.folder.path=clips", "data.folder.num_frames=4", "data.folder.test_fraction=0",
+                    "data.folder.resolution=16", "out_dir=run", cwd=tmp_path)
+    assert result.returncode != 0
+    errors = re.findall(r"tempoflow: error: [^\n]*", result.stderr.split("Traceback")[0])  # before torchrun's
+    assert len(errors) == 2, result.stderr[-3000:]
+    damaged = "|".join(f"c{i:02d}" for i in second)
+    assert re.fullmatch(rf"tempoflow: error: cannot read video clips/({damaged})\.mp4: .*", errors[0]), errors
+    assert errors[1].startswith("tempoflow: error: another process of this run stopped")
+    assert "[rank" not in result.stderr  # no process's traceback

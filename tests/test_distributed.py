@@ -167,8 +167,8 @@ def test_a_damaged_video_only_one_process_reads_is_named_once(tmp_path):
                     "data.folder.resolution=16", "out_dir=run", cwd=tmp_path)
     assert result.returncode != 0
     errors = re.findall(r"tempoflow: error: [^\n]*", result.stderr.split("Traceback")[0])  # before torchrun's
-    assert len(errors) == 2, result.stderr[-3000:]
     damaged = "|".join(f"c{i:02d}" for i in second)
     assert re.fullmatch(rf"tempoflow: error: cannot read video clips/({damaged})\.mp4: .*", errors[0]), errors
-    assert errors[1].startswith("tempoflow: error: another process of this run stopped")
-    assert "[rank" not in result.stderr  # no process's traceback
+    # the first process says why it stops, unless the launcher stopped it first
+    assert [e.split(" (")[0] for e in errors[1:]] in ([], ["tempoflow: error: another process of this run stopped"])
+    assert result.stderr.count("Traceback") == 1  # torchrun's own; none from a process

@@ -11,7 +11,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import shutil
 import sys
 import warnings
@@ -146,7 +145,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def secondary_process() -> bool:
     """Started by a launcher (torchrun, accelerate) as a process other than the first: sampling and
     evaluation run once, on the first, so the others do nothing."""
-    return int(os.environ.get("RANK", "0")) != 0
+    from tempoflow.train.run_folder import launcher_rank
+
+    return launcher_rank() != 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except TempoflowError as err:
         print(f"tempoflow: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)  # 2, or 128 + the signal that stopped training after a save
     except KeyboardInterrupt:
         print("tempoflow: interrupted", file=sys.stderr)
         return 130

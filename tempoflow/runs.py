@@ -7,10 +7,12 @@ trained method back from a run or checkpoint folder). Everything below it takes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,7 +39,9 @@ from tempoflow.train.checkpoint import (
     cpu_state,
     holds_checkpoints,
     read_checkpoint,
+    recover_checkpoints,
 )
+from tempoflow.train.run_folder import RunLock, launcher_rank, run_files
 from tempoflow.train.trainer import Trainer, TrainResult
 from tempoflow.weights import load_weights
 
@@ -174,8 +178,15 @@ def build_method(cfg: ExperimentConfig, text: TextEncoder | None = None) -> Meth
 def train(
     cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None, until: int | None = None
 ) -> TrainResult:
-    """Train ``cfg.method`` on the training split of ``cfg.data``; checkpoints go to ``cfg.out_dir``."""
-    return make_trainer(cfg, resume, text).fit(resume=resume, until=until)
+    """Train ``cfg.method`` on the training split of ``cfg.data``; checkpoints go to ``cfg.out_dir``,
+    which the run holds locked (``RunLock``, on the main process of a launcher) until it ends.
+
+    Raises:
+        ConfigError: another run holds ``cfg.out_dir``, and every error of ``make_trainer`` and ``fit``.
+    """
+    lock = RunLock(cfg.out_dir) if launcher_rank() == 0 else contextlib.nullcontext()
+    with lock:
+        return make_trainer(cfg, resume, text).fit(resume=resume, until=until)
 
 
 def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None) -> Trainer:
@@ -189,15 +200,25 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
         CheckpointError: ``resume`` without a checkpoint, or with an unreadable ``latest``/``config.json``.
     """
     out = Path(cfg.out_dir)
-    started = holds_checkpoints(out / "checkpoints")
-    if not resume and started:
-        raise ConfigError(
-            f"{out} already holds a run: pass --resume to continue it or choose another out_dir"
-        )
+    found = run_files(out)
+    # Under a launcher only the first process judges the folder: the others may already see the
+    # config.yaml it writes. If it refuses, the launcher stops them.
+    if not resume and found and launcher_rank() == 0:
+        what = "pass --resume to continue it" if holds_checkpoints(out / "checkpoints") else \
+            "it has no checkpoint yet: delete it to start over"
+        raise ConfigError(f"{out} already holds a run ({', '.join(found[:3])}): {what}, or choose another out_dir")
     saved = None
+    if resume and launcher_rank() == 0:
+        for done in recover_checkpoints(out / "checkpoints"):
+            warnings.warn(f"{out}: {done} (left by an interrupted run)")
     if resume:
-        if not started:
-            raise CheckpointError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        if not found:
+            raise CheckpointError(f"--resume: no checkpoint in {out}: no run is there to continue")
+        if not holds_checkpoints(out / "checkpoints"):
+            raise CheckpointError(
+                f"--resume: the run in {out} has no checkpoint yet ({', '.join(found[:3])}): nothing to resume "
+                "from; delete the folder to start over or choose another out_dir"
+            )
         saved = read_checkpoint(out)
         check_resumable(cfg, saved)
         if cfg.train.steps < saved.step:
@@ -215,7 +236,8 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     if method.captions == "required":
         _require_captions(cfg.method, data.captions, getattr(data, "paths", None))
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    if launcher_rank() == 0:  # one writer
+        save_yaml(cfg, out / "config.yaml")
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
     if method.codec is not None:  # the codec is rebuilt at load time: pin which one
         meta["codec_fingerprint"] = method.codec.fingerprint()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,11 +33,14 @@ from tempoflow.train.checkpoint import (
     WEIGHTS,
     commit_checkpoint,
     holds_checkpoints,
+    learned_state,
+    newest_finite_checkpoint,
     read_checkpoint,
     staging_dir,
 )
 from tempoflow.train.ema import EMA
 from tempoflow.train.optimization import clip_groups, lr_lambda
+from tempoflow.train.signals import Interrupted, StopSignals
 from tempoflow.train.state import (
     TrainingState,
     capture_rng,
@@ -179,10 +183,15 @@ class Trainer:
         self.videos = videos.to(dev)
         self.key = key  # "video", or "latents" when training from a latent cache
         self.captions = captions
+        self.resumed_from: Path | None = None  # the checkpoint fit(resume=True) continued from
+        self.stopped_by: int | None = None  # the signal that ended fit, if one did
 
-    def all_finite(self, finite: Tensor) -> bool:
-        """Whether every process's losses stayed finite (one collective: all processes stop together)."""
-        return not bool(self.accelerator.reduce((~finite).float(), "sum") > 0)
+    def agree(self, finite: Tensor, stop: bool) -> tuple[bool, bool]:
+        """(every process's losses stayed finite, some process was asked to stop by a signal): one
+        collective, so all processes stop together, at the same step."""
+        flags = torch.stack([(~finite).float(), torch.tensor(float(stop), device=finite.device)])
+        bad, stopping = (self.accelerator.reduce(flags, "sum") > 0).tolist()
+        return not bad, stopping
 
     @property
     def unwrapped(self) -> Method:
@@ -200,20 +209,54 @@ class Trainer:
             batch["caption"] = [self.captions[i] for i in idx.tolist()]  # CPU indices: no device sync
         return batch
 
+    def weights_finite(self) -> bool:
+        """Whether the weights and EMA weights are finite on every process (one collective)."""
+        tensors = [*learned_state(self.unwrapped).values(), *self.ema.averaged().values()]
+        bad = sum((~torch.isfinite(t)).sum() for t in tensors if t.is_floating_point())
+        return not bool(self.accelerator.reduce(torch.as_tensor(bad, device=self.accelerator.device).float(), "sum") > 0)
+
+    def stop_non_finite(self, what: str) -> TrainingError:
+        """The error that stops training on a non-finite loss or weights, naming the newest checkpoint
+        whose weights are all finite (searched back on disk: after a resume too)."""
+        good = newest_finite_checkpoint(self.ckpt_dir)
+        return TrainingError(
+            f"{what} at or before step {self.state.step}; training stopped. Last good checkpoint: "
+            f"{good if good is not None else 'none written yet'} (train again with a lower train.lr or "
+            "train.grad_clip, or a longer train.warmup_steps)"
+        )
+
     def save(self) -> Path:
+        """Commit a checkpoint of the current step on the main process (``commit_checkpoint``).
+
+        Raises:
+            TrainingError: a weight is not finite on some process (nothing is written), or the checkpoint
+                cannot be written (a full disk, a read-only folder; the earlier checkpoints are intact).
+        """
         step = self.state.step
+        if self.resumed_from is not None and self.resumed_from.name == f"step_{step:08d}":
+            return self.resumed_from  # nothing trained since it was read: it is this state already
+        if not self.weights_finite():
+            raise self.stop_non_finite("the weights became non-finite")
         tmp = staging_dir(self.ckpt_dir, step)
-        if self.accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self.save_state(tmp / STATE)
-        self.accelerator.wait_for_everyone()
         final = self.ckpt_dir / f"step_{step:08d}"
-        if self.accelerator.is_main_process:
-            final = commit_checkpoint(
-                self.ckpt_dir, step, self.unwrapped, self.ema.averaged(), self.config_dict, self.meta
-            )
+        try:
+            if self.accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            self.accelerator.wait_for_everyone()
+            self.save_state(tmp / STATE)
+            self.accelerator.wait_for_everyone()
+            if self.accelerator.is_main_process:
+                final = commit_checkpoint(
+                    self.ckpt_dir, step, self.unwrapped, self.ema.averaged(), self.config_dict, self.meta
+                )
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            earlier = newest_finite_checkpoint(self.ckpt_dir)
+            raise TrainingError(
+                f"cannot write the checkpoint of step {step} in {self.ckpt_dir} ({first_line(err)}); training "
+                f"stopped. Last good checkpoint: {earlier if earlier is not None else 'none written yet'}"
+            ) from err
         self.accelerator.wait_for_everyone()
         return final
 
@@ -248,6 +291,7 @@ class Trainer:
         restore_training_state(ckpt, state, self.optimizer, self.scheduler, self.accelerator.scaler,
                                self.state.batch_gen, self.state.noise_gen)
         self.state.step = state.step
+        self.resumed_from = ckpt.path
 
     def truncate_log(self) -> None:
         """Drop ``log.jsonl`` records past the resumed step (and unreadable lines, e.g. one cut short by
@@ -269,8 +313,12 @@ class Trainer:
         weights and stop at a wall-clock budget. One process only: processes deciding to stop at
         different steps would wait for each other at the checkpoint forever.
 
+        SIGTERM or Ctrl-C (``StopSignals``) checkpoints the current step and raises ``Interrupted``.
+
         Raises:
-            TrainingError: a callback with several processes.
+            TrainingError: a callback with several processes; a non-finite loss or weights (naming the
+                newest finite checkpoint; nothing non-finite is written).
+            Interrupted: stopped by SIGTERM or SIGINT, after saving a checkpoint.
         """
         if callback is not None and self.accelerator.num_processes > 1:
             raise TrainingError("Trainer.fit(callback=...) runs on one process only")
@@ -293,11 +341,17 @@ class Trainer:
             bar = stack.enter_context(
                 tqdm(total=end, initial=start_step, desc="train", disable=not main, dynamic_ncols=True)
             )
+            signals = stack.enter_context(StopSignals())
             try:
-                last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer, callback)
+                last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer, callback, signals)
             finally:
                 if self.threads is not None:
                     self.threads.finish()
+        if self.stopped_by is not None:
+            raise Interrupted(
+                f"stopped by {signal.Signals(self.stopped_by).name} at step {self.state.step}; checkpoint: "
+                f"{last_good}. Continue with --resume", self.stopped_by
+            )
         if last_good is None:  # resumed at or past the final step: nothing new to save
             last_good = self.save()
         return TrainResult(
@@ -311,9 +365,13 @@ class Trainer:
         )
 
     def _loop(
-        self, end: int, bar: tqdm, log_file, writer, callback: Callable[[int], bool] | None = None
+        self, end: int, bar: tqdm, log_file, writer, callback: Callable[[int], bool] | None = None,
+        signals: StopSignals | None = None,
     ) -> tuple[Path | None, list[dict], float, float]:
-        """Training steps up to ``end``: (last checkpoint written, log records, last loss, seconds)."""
+        """Training steps up to ``end``: (last checkpoint written, log records, last loss, seconds).
+
+        A signal (``signals.received``) ends the loop at a checkpoint: after the current step on one
+        process; with several, at the next log or checkpoint step, where the processes agree anyway."""
         cfg, acc = self.cfg, self.accelerator
         dev = acc.device
         loss_sum = torch.zeros((), device=dev)
@@ -359,13 +417,18 @@ class Trainer:
             step = self.state.step
             if callback is not None and callback(step):
                 end = step  # stop here, logging and checkpointing as at the last step
+            received = signals is not None and signals.received is not None
+            if received and acc.num_processes == 1:
+                end = step
             at_log = step % cfg.log_every == 0 or step == end
             at_ckpt = step % cfg.checkpoint_every == 0 or step == end
-            if (at_log or at_ckpt) and not self.all_finite(finite):
-                raise TrainingError(
-                    f"loss became non-finite at or before step {step}; training stopped. "
-                    f"Last good checkpoint: {last_good or 'none written yet'}"
-                )
+            if at_log or at_ckpt:
+                ok, stopping = self.agree(finite, received)
+                if not ok:
+                    raise self.stop_non_finite("the loss became non-finite")
+                if stopping:  # checkpoint this step, then stop (fit raises Interrupted)
+                    end, at_log, at_ckpt = step, True, True
+                    self.stopped_by = signals.received if received else signal.SIGTERM
             if at_log:
                 n, since_log = since_log, 0
                 last_loss = float(self.accelerator.reduce(loss_sum, "mean")) / n  # the mean over processes

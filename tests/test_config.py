@@ -47,6 +47,10 @@ def test_exponent_without_dot_is_a_float():
         ("data.shapes.colours=[red, mauve]", "mauve"),
         ("train.steps=-3", "train.steps must be >= 1, got -3"),
         ("train.ema_decay=1.0", "train.ema_decay must be in [0, 1)"),
+        ("train.min_lr_ratio=-1", "train.min_lr_ratio must be in [0, 1] (the final learning rate is lr × "
+                                  "min_lr_ratio), got -1.0"),
+        ("train.min_lr_ratio=1.5", "train.min_lr_ratio must be in [0, 1]"),
+        ("train.mixed_precision=fp32", "train.mixed_precision must be auto, no, bf16 or fp16, got 'fp32'"),
         ("model.heads=3", "model.dim (128) must be divisible by model.heads (3)"),
         ("sample.steps=0", "sample.steps must be >= 1"),
         ("flow.prediction=noise", "flow.prediction must be 'velocity' or 'data'"),

@@ -77,6 +77,9 @@ class TrainConfig:
         require(self.cpu_threads >= 0, f"train.cpu_threads must be >= 0 (0 = adaptive), got {self.cpu_threads}")
         require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(0.0 <= self.min_lr_ratio <= 1.0,
+                f"train.min_lr_ratio must be in [0, 1] (the final learning rate is lr × min_lr_ratio), "
+                f"got {self.min_lr_ratio}")
         require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         require(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
         require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),

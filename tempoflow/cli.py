@@ -82,7 +82,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.data import load_dataset
     from tempoflow.data.latent_cache import encode_dataset
-    from tempoflow.runs import build_method, data_dict, pick_device, text_encoder
+    from tempoflow.devices import pick_device
+    from tempoflow.runs import build_method, data_dict, text_encoder
 
     cfg = load_config(args.config, args.overrides)
     method = build_method(cfg)
@@ -103,6 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.runs import train
 
+    if args.until is not None and args.until < 1:
+        raise ConfigError(f"--until must be a step >= 1 to stop at, got {args.until}")
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, until=args.until)
     if not result.main_process:  # one report per run, from the main process of a launcher

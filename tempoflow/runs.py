@@ -20,17 +20,20 @@ from torch import Tensor
 from tempoflow.codecs import CODECS, Codec, PixelCodec
 from tempoflow.codecs.autoencoder import AutoencoderCodec
 from tempoflow.codecs.video_wae import VideoWAECodec
-from tempoflow.config import DEVICE, ExperimentConfig
+from tempoflow.config import ExperimentConfig
 from tempoflow.configio import from_dict, save_yaml, to_dict
 from tempoflow.data import DataConfig, frame_rate, is_field_data, load_dataset, video_shape
 from tempoflow.data.latent_cache import load_latents
+from tempoflow.devices import pick_device
 from tempoflow.errors import CheckpointError, ConfigError, DataError
+from tempoflow.files import unwritable
 from tempoflow.methods import Method, method_class
 from tempoflow.resume import check_resumable
 from tempoflow.text import TextEncoder, make_text_encoder
 from tempoflow.train.checkpoint import (
     CHECKSUMS,
     CONFIG,
+    EMA_WEIGHTS,
     WEIGHTS,
     Checkpoint,
     checksums,
@@ -38,7 +41,7 @@ from tempoflow.train.checkpoint import (
     holds_checkpoints,
     read_checkpoint,
 )
-from tempoflow.train.trainer import Trainer, TrainResult
+from tempoflow.train.trainer import Trainer, TrainResult, accelerator_settings
 from tempoflow.weights import load_weights
 
 
@@ -184,11 +187,17 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     loaded; ``fit(resume=True)`` loads the state).
 
     Raises:
-        ConfigError: a run is there and ``resume`` is False; or ``resume`` with a config that changes
-            what the run trains (``resume_conflicts``) or a codec that now loads other weights.
+        ConfigError: ``out_dir`` cannot be written (below a file, read-only); ``device`` names a GPU
+            torch does not see, or fp16 on the CPU; a run is there and ``resume`` is False; or ``resume``
+            with a config that changes what the run trains (``resume_conflicts``) or a codec that now
+            loads other weights.
         CheckpointError: ``resume`` without a checkpoint, or with an unreadable ``latest``/``config.json``.
     """
     out = Path(cfg.out_dir)
+    problem = unwritable(out)
+    if problem is not None:
+        raise ConfigError(f"out_dir {out} cannot be written: {problem}; choose another out_dir")
+    accelerator_settings(cfg.device, cfg.train.mixed_precision)  # a missing GPU or fp16 on the CPU: before the data
     started = holds_checkpoints(out / "checkpoints")
     if not resume and started:
         raise ConfigError(
@@ -239,29 +248,15 @@ def _require_captions(method: str, captions: list[str] | None, paths: list[Path]
                         f"{more} (add a .txt of the same name, or a text column in the manifest)")
 
 
-def pick_device(device: str) -> torch.device:
-    """``"auto"`` (a GPU when torch sees one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a ``torch.device``.
-
-    Raises:
-        ConfigError: another name, or CUDA asked for where torch sees none (or not that many).
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if DEVICE.fullmatch(device) is None:
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device={device} but torch sees {torch.cuda.device_count()} CUDA GPUs")
-    return torch.device(device)
-
-
 # A saved pipeline (save_pipeline) holds one set of weights (model.safetensors) and stores the paths of
 # what it carries (codec run, text model) relative to its folder; its meta lists them.
 PIPELINE = "pipeline"
 RELATIVE_PATHS = "relative_paths"
 INITIAL_FRAMES = "initial_frames.safetensors"  # a trajectory pipeline's roll-out starts (test split)
 MAX_SAVED_STARTS = 256
+PIPELINE_WEIGHTS = "weights"  # which of its run's weights a saved pipeline holds: "ema" or "raw"
+# What load_run(weights=...) takes: the EMA weights (the default) or the trained ones.
+WEIGHT_FILES = {"ema": EMA_WEIGHTS, "raw": WEIGHTS}
 # Settings that name files a method is built from: what save_pipeline copies in.
 PATH_SETTINGS = ("flow.codec_path", "vlfm.codec_path", "align.video_path", "text.path", "text.cache")
 

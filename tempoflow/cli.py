@@ -127,7 +127,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from tempoflow.runs import load_run
     from tempoflow.viewing import tile, upscale, viewable
 
-    pipe = Pipeline(*load_run(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides)))
+    pipe = Pipeline(*load_run(args.checkpoint, device=args.device, weights=args.weights,
+                              overrides=_overrides_dict(args.overrides)))
     # A bar per network evaluation (or frame), on stderr, only where someone watches it.
     progress = not args.quiet and sys.stderr.isatty()
     trajectories = pipe.method.task == "trajectory"  # lifting, ardm: unconditional roll-outs, no captions
@@ -168,13 +169,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         base = load_sections(args.config, ("sample", "eval"))
         overrides = {s: {**base.get(s, {}), **overrides.get(s, {})} for s in {*base, *overrides}}
     if len(checkpoints) == 1:
-        record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides)
+        record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides, weights=args.weights)
         print(json.dumps(record["metrics"], indent=2))
         out = Path(args.out) if args.out else Path(record["run"]) / "eval"
         print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
         return 0
     out = Path(args.out or "eval_comparison")
-    records = compare(checkpoints, out, device=args.device, overrides=overrides)
+    records = compare(checkpoints, out, device=args.device, overrides=overrides, weights=args.weights)
     for ckpt, record in zip(checkpoints, records):
         flat = flatten(record["metrics"])
         keys = [k for k in flat if k.endswith(("caption_accuracy", "psnr_db")) or k == "nfe"]
@@ -216,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add_overrides(sp: argparse.ArgumentParser, what: str) -> None:
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides of {what}")
 
+    def add_weights(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--weights", default="ema", metavar="ema|raw",
+                        help="the checkpoint's EMA weights (default) or its trained ones (raw, model.safetensors)")
+
     data = sub.add_parser("data", help="render a dataset to videos, or encode it to a latent cache")
     data_sub = data.add_subparsers(dest="action", required=True)
     d = data_sub.add_parser("render", help="render a dataset to mp4 files with a manifest.csv")
@@ -254,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.mp4", help=".mp4, .gif or .webm")
     s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling for viewing")
     s.add_argument("--device", default="auto")
+    add_weights(s)
     s.add_argument("--quiet", action="store_true",
                    help="no progress bar (there is none either when stderr is not a terminal)")
     s.add_argument("--fps", type=float, default=None,
@@ -271,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", default=None,
                    help="eval config (sample/eval sections): a file or a packaged name, e.g. eval_flow")
     e.add_argument("--device", default="auto")
+    add_weights(e)
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("demo", help="the main job: data, a short training run, samples, metrics, report")

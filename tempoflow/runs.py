@@ -311,7 +311,8 @@ def save_pipeline(method: Method, cfg: ExperimentConfig, ckpt: Checkpoint, folde
         if method.task == "trajectory":  # the starts, so the folder rolls out without the run's data
             save_file({"frames": rollout_starts(cfg, ckpt)[:MAX_SAVED_STARTS].contiguous()}, str(tmp / INITIAL_FRAMES))
         meta = {k: v for k, v in ckpt.meta.items() if k != CHECKSUMS}
-        meta.update({PIPELINE: True, RELATIVE_PATHS: relative, CHECKSUMS: checksums(tmp)})
+        meta.update({PIPELINE: True, PIPELINE_WEIGHTS: held_weights(ckpt), RELATIVE_PATHS: relative,
+                     CHECKSUMS: checksums(tmp)})
         (tmp / CONFIG).write_text(json.dumps({"config": data, "meta": meta}, indent=2))
         if folder.exists():
             folder.rmdir()
@@ -321,18 +322,44 @@ def save_pipeline(method: Method, cfg: ExperimentConfig, ckpt: Checkpoint, folde
     return folder
 
 
-def load_run(
-    path: str | Path, device: str = "auto", ema: bool = True, text: TextEncoder | None = None,
-    overrides: dict | None = None,
-) -> tuple[Method, ExperimentConfig, Checkpoint]:
-    """Rebuild a trained method from a checkpoint (EMA weights by default), in eval mode.
+def held_weights(ckpt: Checkpoint) -> str:
+    """Which of its run's weights the method loaded from ``ckpt`` holds: "ema" or "raw" (a saved
+    pipeline holds one of them, as recorded when it was saved).
 
     Raises:
-        CheckpointError: no checkpoint; a file of it missing, damaged (checked against the SHA-256s
-            in its config.json) or unreadable; or weights that do not fit the config's model.
+        ValueError: no weights were loaded from ``ckpt``.
     """
+    if ckpt.meta.get(PIPELINE):
+        return ckpt.meta.get(PIPELINE_WEIGHTS, "ema")  # pipelines saved before the record: load_run's default
+    if ckpt.loaded is None:
+        raise ValueError(f"no weights were loaded from {ckpt.path}")
+    return "ema" if ckpt.loaded == EMA_WEIGHTS else "raw"
+
+
+def load_run(
+    path: str | Path, device: str = "auto", weights: str = "ema", text: TextEncoder | None = None,
+    overrides: dict | None = None,
+) -> tuple[Method, ExperimentConfig, Checkpoint]:
+    """Rebuild a trained method from a checkpoint, in eval mode, with its EMA weights (``weights="ema"``,
+    ``ema.safetensors``) or its trained ones (``"raw"``, ``model.safetensors``). A saved pipeline holds
+    one of the two (``model.safetensors``) and gives it only when asked for that one.
+
+    Raises:
+        ConfigError: ``weights`` is neither "ema" nor "raw"; a bad override.
+        CheckpointError: no checkpoint; a file of it missing (the EMA: pass ``weights="raw"``), damaged
+            (checked against the SHA-256s in its config.json) or unreadable; a saved pipeline that holds
+            the other weights; or weights that do not fit the config's model.
+    """
+    if weights not in WEIGHT_FILES:
+        raise ConfigError(f"weights must be 'ema' or 'raw' (the trained weights), got {weights!r}")
     ckpt = read_checkpoint(path)
-    ckpt.file(WEIGHTS)  # present and intact even when sampling the EMA: reports name the model by it
+    pipeline = ckpt.meta.get(PIPELINE)
+    if pipeline and held_weights(ckpt) != weights:
+        held = held_weights(ckpt)
+        raise CheckpointError(f"{ckpt.path} is a saved pipeline holding its run's {held} weights only, not the "
+                              f"{weights} ones: pass --weights {held} (weights='{held}' in tempoflow.load), or "
+                              f"load the run it was saved from")
+    ckpt.file(WEIGHTS)  # present and intact even when the EMA is loaded: a damaged run is named before use
     saved = _with_local_paths(ckpt)
     try:
         cfg = from_dict(ExperimentConfig, saved)
@@ -344,7 +371,7 @@ def load_run(
             data[section] = {**data.get(section, {}), **values}
         cfg = from_dict(ExperimentConfig, data)
     method = build_method(cfg, text)
-    load_weights(method, ckpt.weights(ema=ema and not ckpt.meta.get(PIPELINE)), ckpt.path)
+    load_weights(method, ckpt.weights(ema=weights == "ema" and not pipeline), ckpt.path)
     pinned = ckpt.meta.get("codec_fingerprint")
     if pinned is not None and method.codec.fingerprint() != pinned:
         raise CheckpointError(

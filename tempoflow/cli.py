@@ -81,7 +81,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.data import load_dataset
     from tempoflow.data.latent_cache import encode_dataset
-    from tempoflow.runs import build_method, data_dict, pick_device, text_encoder
+    from tempoflow.devices import pick_device
+    from tempoflow.runs import build_method, data_dict, text_encoder
 
     cfg = load_config(args.config, args.overrides)
     method = build_method(cfg)
@@ -102,6 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.runs import train
 
+    if args.until is not None and args.until < 1:
+        raise ConfigError(f"--until must be a step >= 1 to stop at, got {args.until}")
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, until=args.until)
     if not result.main_process:  # one report per run, from the main process of a launcher
@@ -123,7 +126,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from tempoflow.runs import load_run
     from tempoflow.viewing import tile, upscale, viewable
 
-    pipe = Pipeline(*load_run(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides)))
+    pipe = Pipeline(*load_run(args.checkpoint, device=args.device, weights=args.weights,
+                              overrides=_overrides_dict(args.overrides)))
     # A bar per network evaluation (or frame), on stderr, only where someone watches it.
     progress = not args.quiet and sys.stderr.isatty()
     trajectories = pipe.method.task == "trajectory"  # lifting, ardm: unconditional roll-outs, no captions
@@ -166,13 +170,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         base = load_sections(args.config, ("sample", "eval"))
         overrides = {s: {**base.get(s, {}), **overrides.get(s, {})} for s in {*base, *overrides}}
     if len(checkpoints) == 1:
-        record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides)
+        record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides, weights=args.weights)
         print(json.dumps(record["metrics"], indent=2))
         out = Path(args.out) if args.out else Path(record["run"]) / "eval"
         print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
         return 0
     out = Path(args.out or "eval_comparison")
-    records = compare(checkpoints, out, device=args.device, overrides=overrides)
+    records = compare(checkpoints, out, device=args.device, overrides=overrides, weights=args.weights)
     for ckpt, record in zip(checkpoints, records):
         flat = flatten(record["metrics"])
         keys = [k for k in flat if k.endswith(("caption_accuracy", "psnr_db")) or k == "nfe"]
@@ -214,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add_overrides(sp: argparse.ArgumentParser, what: str) -> None:
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides of {what}")
 
+    def add_weights(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--weights", default="ema", metavar="ema|raw",
+                        help="the checkpoint's EMA weights (default) or its trained ones (raw, model.safetensors)")
+
     data = sub.add_parser("data", help="render a dataset to videos, or encode it to a latent cache")
     data_sub = data.add_subparsers(dest="action", required=True)
     d = data_sub.add_parser("render", help="render a dataset to mp4 files with a manifest.csv")
@@ -252,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.mp4", help=".mp4, .gif or .webm")
     s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling for viewing")
     s.add_argument("--device", default="auto")
+    add_weights(s)
     s.add_argument("--quiet", action="store_true",
                    help="no progress bar (there is none either when stderr is not a terminal)")
     s.add_argument("--fps", type=float, default=None,
@@ -269,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", default=None,
                    help="eval config (sample/eval sections): a file or a packaged name, e.g. eval_flow")
     e.add_argument("--device", default="auto")
+    add_weights(e)
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("demo", help="the main job: data, a short training run, samples, metrics, report")

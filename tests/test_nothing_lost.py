@@ -351,7 +351,7 @@ def test_an_unwritable_out_dir_is_one_line(tmp_path, capsys, monkeypatch, where)
         monkeypatch.setattr(Path, "mkdir", refuse)
     assert main(["train", "demo", *TINY, f"out_dir={out}"]) == 2
     err = capsys.readouterr().err
-    assert f"cannot write the run folder {out}" in err and err.count("\n") == 1
+    assert f"out_dir {out} cannot be written" in err and err.count("\n") == 1
 
 
 def test_a_refused_run_writes_nothing_into_the_holders_folder(tmp_path):

@@ -64,6 +64,7 @@ class Checkpoint:
     config: dict
     meta: dict
     verified: set[str] = field(default_factory=set, repr=False)  # files already checked: hashed once
+    loaded: str | None = None  # the weights file weights() read last (what digest() names)
 
     @property
     def fps(self) -> float:
@@ -130,20 +131,32 @@ class Checkpoint:
             raise damaged(self.path, file, f"is not a readable safetensors file ({first_line(err)})") from err
 
     def weights(self, ema: bool = True) -> dict[str, torch.Tensor]:
-        """The EMA weights (or the trained ones). A checkpoint written without EMA weights gives the
-        trained ones, with a warning.
+        """The EMA weights (``ema.safetensors``) or the trained ones (``model.safetensors``); the file
+        read is remembered in ``loaded``.
 
         Raises:
-            CheckpointError: the weights file is missing, changed or unreadable.
+            CheckpointError: the weights file is missing (for the EMA: the message says to ask for the
+                trained weights instead), changed or unreadable.
         """
-        if ema and EMA_WEIGHTS not in self.checksums and not (self.path / EMA_WEIGHTS).exists():
-            warnings.warn(f"{self.path} has no {EMA_WEIGHTS}: using its trained weights ({WEIGHTS})")
-            ema = False
-        return self.tensors(EMA_WEIGHTS if ema else WEIGHTS)
+        name = EMA_WEIGHTS if ema else WEIGHTS
+        if ema and not (self.path / name).is_file():
+            raise CheckpointError(f"{self.path / name} is missing: pass --weights raw (weights='raw' in "
+                                  f"tempoflow.load) to use the trained weights in {WEIGHTS}")
+        tensors = self.tensors(name)
+        self.loaded = name
+        return tensors
 
     def digest(self) -> str:
-        """SHA-256 of the weights file, to name the exact model in metrics and reports."""
-        return sha256_file(self.path / WEIGHTS)[:16]
+        """The first 16 hex digits of the SHA-256 of the weights file loaded (``loaded``), to name the
+        exact model in metrics and reports: the one recorded in ``config.json`` (checked when it was
+        loaded), else computed (checkpoints from before checksums).
+
+        Raises:
+            ValueError: no weights were loaded from this checkpoint.
+        """
+        if self.loaded is None:
+            raise ValueError(f"no weights were loaded from {self.path}: nothing to name")
+        return (self.checksums.get(self.loaded) or sha256_file(self.path / self.loaded))[:16]
 
 
 def learned_state(module: nn.Module) -> dict[str, torch.Tensor]:

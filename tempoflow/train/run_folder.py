@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; annotations only
 
 from tempoflow.errors import ConfigError
+from tempoflow.files import unwritable
 from tempoflow.weights import first_line
 
 try:
@@ -57,11 +58,14 @@ class RunLock:
 
     def __enter__(self) -> Self:
         path = self.out_dir / LOCK
+        problem = unwritable(self.out_dir)
+        if problem is not None:
+            raise ConfigError(f"out_dir {self.out_dir} cannot be written: {problem}; choose another out_dir")
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise ConfigError(f"cannot write the run folder {self.out_dir} (out_dir): {first_line(err)}") from err
+            raise ConfigError(f"out_dir {self.out_dir} cannot be written: {first_line(err)}; choose another out_dir") from err
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

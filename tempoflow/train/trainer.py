@@ -23,7 +23,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tempoflow.configio import require
-from tempoflow.errors import CheckpointError, TrainingError
+from tempoflow.devices import pick_device
+from tempoflow.errors import CheckpointError, ConfigError, TrainingError
 from tempoflow.files import write_text_atomic
 from tempoflow.methods.base import Method
 from tempoflow.report.html import read_log
@@ -65,7 +66,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine schedule decays to lr * min_lr_ratio
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16"
+    mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16", "fp16" (GPU only)
     compile: bool = False  # torch.compile the method's network (pays on GPU for long runs)
     # CPU only: 0 = choose between all cores and one by measured speed while training (degrades
     # gracefully when another job shares the cores; tempoflow.train.threads), N = exactly N threads
@@ -81,6 +82,9 @@ class TrainConfig:
         require(self.cpu_threads >= 0, f"train.cpu_threads must be >= 0 (0 = adaptive), got {self.cpu_threads}")
         require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(0.0 <= self.min_lr_ratio <= 1.0,
+                f"train.min_lr_ratio must be in [0, 1] (the final learning rate is lr × min_lr_ratio), "
+                f"got {self.min_lr_ratio}")
         require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         require(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
         require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
@@ -106,10 +110,22 @@ class TrainState:
         self.batch_gen, self.noise_gen = batch_gen, noise_gen
 
 
-def resolve_mixed_precision(setting: str, device: str) -> str:
-    if setting == "auto":
-        return "bf16" if device != "cpu" and torch.cuda.is_available() else "no"
-    return setting
+def accelerator_settings(device: str, mixed_precision: str) -> dict:
+    """``Accelerator`` arguments for training on ``device`` with ``train.mixed_precision``: ``auto`` is
+    bf16 autocast on a GPU and float32 on the CPU.
+
+    Raises:
+        ConfigError: a GPU that torch does not see (``pick_device``), or fp16 on the CPU, which
+            accelerate ignores (it would train in float32).
+    """
+    dev = pick_device(device)
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if dev.type == "cuda" else "no"
+    if mixed_precision == "fp16" and dev.type == "cpu":
+        raise ConfigError(f"train.mixed_precision=fp16 needs a CUDA GPU but this run trains on the CPU (device="
+                          f"{device}), where accelerate would train in float32: use train.mixed_precision=no, or bf16 "
+                          "(bf16 autocast, which the CPU runs)")
+    return {"cpu": dev.type == "cpu", "mixed_precision": mixed_precision}
 
 
 def batch_indices(generator: torch.Generator, n: int, batch_size: int, rank: int, world: int) -> Tensor:
@@ -137,8 +153,12 @@ class Trainer:
         cfg: optimisation settings.
         out_dir: run folder: ``checkpoints/``, ``log.jsonl``, ``tb/``.
         config_dict, meta: written into every checkpoint's ``config.json``.
-        device: "auto", "cpu" or "cuda".
+        device: "auto", "cpu", "cuda" or "cuda:N".
         key: the batch entry ``videos`` is served under: "video", or "latents" (from a latent cache).
+
+    Raises:
+        ConfigError: a GPU torch does not see, or fp16 on the CPU (:func:`accelerator_settings`).
+        TrainingError: the method has no trainable parameters.
     """
 
     def __init__(
@@ -157,8 +177,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.config_dict, self.meta = config_dict, meta
-        cpu = device == "cpu" or not torch.cuda.is_available()
-        self.accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
+        self.accelerator = Accelerator(**accelerator_settings(device, cfg.mixed_precision))
         set_seed(cfg.seed + self.accelerator.process_index)
         dev = self.accelerator.device
         if cfg.compile:
@@ -316,10 +335,13 @@ class Trainer:
         SIGTERM or Ctrl-C (``StopSignals``) checkpoints the current step and raises ``Interrupted``.
 
         Raises:
+            ConfigError: ``until`` below 1 (there is no step 0 to stop at).
             TrainingError: a callback with several processes; a non-finite loss or weights (naming the
                 newest finite checkpoint; nothing non-finite is written).
             Interrupted: stopped by SIGTERM or SIGINT, after saving a checkpoint.
         """
+        if until is not None and until < 1:
+            raise ConfigError(f"until must be a step >= 1 to stop at, got {until}")
         if callback is not None and self.accelerator.num_processes > 1:
             raise TrainingError("Trainer.fit(callback=...) runs on one process only")
         end = self.cfg.steps if until is None else min(until, self.cfg.steps)

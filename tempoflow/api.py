@@ -167,16 +167,20 @@ class Pipeline:
         return save_pipeline(self.method, self.config, self.checkpoint, folder)
 
 
-def load(path: str | Path, device: str = "auto", **sample: object) -> Pipeline:
-    """A trained run, checkpoint or saved pipeline, ready to sample (EMA weights, eval mode).
+def load(path: str | Path, device: str = "auto", weights: str = "ema", **sample: object) -> Pipeline:
+    """A trained run, checkpoint or saved pipeline, ready to sample (eval mode).
 
     Args:
         path: a run folder (its latest checkpoint), a checkpoint folder or a folder ``Pipeline.save`` wrote.
-        device: "auto" (a GPU when there is one), "cpu" or "cuda".
+        device: "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:N".
+        weights: "ema" (the EMA weights, ``ema.safetensors``) or "raw" (the trained ones,
+            ``model.safetensors``); a saved pipeline holds the one it was loaded with.
         sample: defaults for sampling, as the ``sample`` section's keys (``guidance=3``, ``steps=32``...).
 
     Raises:
-        CheckpointError: nothing loadable there, or a damaged file (named). ConfigError: a bad setting.
+        CheckpointError: nothing loadable there, a damaged or missing file (named; no EMA weights: pass
+            ``weights="raw"``), or a saved pipeline holding the other weights. ConfigError: a bad setting.
     """
-    method, cfg, ckpt = load_run(path, device=device, overrides={"sample": sample} if sample else None)
+    method, cfg, ckpt = load_run(path, device=device, weights=weights,
+                                 overrides={"sample": sample} if sample else None)
     return Pipeline(method, cfg, ckpt)

@@ -86,7 +86,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.data import load_dataset
     from tempoflow.data.latent_cache import encode_dataset
-    from tempoflow.runs import build_method, data_dict, pick_device, text_encoder
+    from tempoflow.devices import pick_device
+    from tempoflow.runs import build_method, data_dict, text_encoder
 
     cfg = load_config(args.config, args.overrides)
     method = build_method(cfg)
@@ -107,6 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.runs import train
 
+    if args.until is not None and args.until < 1:
+        raise ConfigError(f"--until must be a step >= 1 to stop at, got {args.until}")
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, until=args.until)
     if not result.main_process:  # one report per run, from the main process of a launcher
@@ -128,7 +131,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from tempoflow.runs import load_run
     from tempoflow.viewing import tile, upscale, viewable
 
-    pipe = Pipeline(*load_run(args.checkpoint, device=args.device, overrides=_overrides_dict(args.overrides)))
+    pipe = Pipeline(*load_run(args.checkpoint, device=args.device, weights=args.weights,
+                              overrides=_overrides_dict(args.overrides)))
     # A bar per network evaluation (or frame), on stderr, only where someone watches it.
     progress = not args.quiet and sys.stderr.isatty()
     trajectories = pipe.method.task == "trajectory"  # lifting, ardm: unconditional roll-outs, no captions
@@ -154,7 +158,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 LAUNCHER_ERROR_WAIT_S = 3.0
 
 
-def report_error(line: str) -> None:
+def report_error(line: str, shared: bool = False) -> None:
     """Print one error ``line`` to stderr — once, under a launcher — and leave it where the launcher
     reports a failed process.
 
@@ -163,7 +167,8 @@ def report_error(line: str) -> None:
     "Root Cause" shows the JSON error file a failed process leaves at ``TORCHELASTIC_ERROR_FILE``, so
     every process writes the line there. Only the first process of each machine (``LOCAL_RANK`` 0)
     prints at once; another waits ``LAUNCHER_ERROR_WAIT_S`` first (the launcher stops it when the first
-    process exits with the same error) and prints only if it is still running.
+    process exits with the same error) and prints only if it is still running — unless the error is
+    ``shared``, known to be every process's (a stop all processes agreed on): the first alone prints it.
     """
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:  # torchelastic's error-file format; its summary shows "py_callstack" as the "traceback"
@@ -173,8 +178,9 @@ def report_error(line: str) -> None:
     if first_on_machine():
         print(line, file=sys.stderr)
         return
-    time.sleep(LAUNCHER_ERROR_WAIT_S)
-    print(line, file=sys.stderr)
+    if not shared:
+        time.sleep(LAUNCHER_ERROR_WAIT_S)
+        print(line, file=sys.stderr)
 
 
 # How torch.distributed's gloo backend reports, in the processes left, that another one exited mid-collective.
@@ -208,7 +214,9 @@ class _Parser(argparse.ArgumentParser):
 def secondary_process() -> bool:
     """Started by a launcher (torchrun, accelerate) as a process other than the first: sampling and
     evaluation run once, on the first, so the others do nothing."""
-    return int(os.environ.get("RANK", "0")) != 0
+    from tempoflow.train.run_folder import launcher_rank
+
+    return launcher_rank() != 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -227,13 +235,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         base = load_sections(args.config, ("sample", "eval"))
         overrides = {s: {**base.get(s, {}), **overrides.get(s, {})} for s in {*base, *overrides}}
     if len(checkpoints) == 1:
-        record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides)
+        record = evaluate(checkpoints[0], args.out, device=args.device, overrides=overrides, weights=args.weights)
         print(json.dumps(record["metrics"], indent=2))
         out = Path(args.out) if args.out else Path(record["run"]) / "eval"
         print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
         return 0
     out = Path(args.out or "eval_comparison")
-    records = compare(checkpoints, out, device=args.device, overrides=overrides)
+    records = compare(checkpoints, out, device=args.device, overrides=overrides, weights=args.weights)
     for ckpt, record in zip(checkpoints, records):
         flat = flatten(record["metrics"])
         keys = [k for k in flat if k.endswith(("caption_accuracy", "psnr_db")) or k == "nfe"]
@@ -275,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add_overrides(sp: argparse.ArgumentParser, what: str) -> None:
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides of {what}")
 
+    def add_weights(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--weights", default="ema", metavar="ema|raw",
+                        help="the checkpoint's EMA weights (default) or its trained ones (raw, model.safetensors)")
+
     data = sub.add_parser("data", help="render a dataset to videos, or encode it to a latent cache")
     data_sub = data.add_subparsers(dest="action", required=True)
     d = data_sub.add_parser("render", help="render a dataset to mp4 files with a manifest.csv")
@@ -313,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples.mp4", help=".mp4, .gif or .webm")
     s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling for viewing")
     s.add_argument("--device", default="auto")
+    add_weights(s)
     s.add_argument("--quiet", action="store_true",
                    help="no progress bar (there is none either when stderr is not a terminal)")
     s.add_argument("--fps", type=float, default=None,
@@ -330,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", default=None,
                    help="eval config (sample/eval sections): a file or a packaged name, e.g. eval_flow")
     e.add_argument("--device", default="auto")
+    add_weights(e)
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("demo", help="the main job: data, a short training run, samples, metrics, report")
@@ -367,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning
             return args.func(args)
     except TempoflowError as err:
-        report_error(f"tempoflow: error: {err}")
-        return 2
+        # a signal's stop is agreed by every process (all stop at the same step, with the same line)
+        report_error(f"tempoflow: error: {err}", shared=hasattr(err, "exit_code"))
+        return getattr(err, "exit_code", 2)  # 2, or 128 + the signal that stopped training after a save
     except RuntimeError as err:
         lost = peer_lost(err)
         if lost is None:

@@ -7,13 +7,13 @@ the dataclass fields and every value against the field's type, so ``train.step=5
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tempoflow.configio import apply_overrides, from_dict, read_yaml, require
 from tempoflow.configs import resolve_config
 from tempoflow.data import DataConfig
+from tempoflow.devices import DEVICE
 from tempoflow.errors import ConfigError
 from tempoflow.methods.align import AlignConfig
 from tempoflow.methods.ardm import ARDMConfig
@@ -81,12 +81,10 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        require(self.out_dir.strip() != "", f"out_dir must name a folder for the run, got {self.out_dir!r} "
+                                            "(an empty one would write into the current folder)")
         require(DEVICE.fullmatch(self.device) is not None,
                 f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-
-
-# Where a run computes: what torch.device takes and tempoflow supports.
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:

@@ -29,6 +29,27 @@ def require(ok: bool, message: str) -> None:
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
+# YAML 1.1 reads yes/no/on/off as booleans, so `train.mixed_precision=no` arrived as False. Configs are
+# read with true/false alone as booleans; a bool setting still takes the four words (_coerce).
+_BOOL = "tag:yaml.org,2002:bool"
+_BOOL_WORDS = {"yes": True, "on": True, "no": False, "off": False}
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader with yes/no/on/off left as text."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML as ``yaml.safe_load`` reads it, except that yes/no/on/off stay strings (see ``_BOOL_WORDS``)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no arbitrary objects
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -65,6 +86,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:  # YAML 1.1's other booleans
+            return _BOOL_WORDS[value.lower()]
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -129,7 +152,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml_text(raw) if raw != "" else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override '{text}': value is not valid YAML") from err
     return key.split("."), value
@@ -162,7 +185,7 @@ def read_yaml(path: Path) -> dict:
         ConfigError: invalid YAML (with its line) or not a mapping at the top level.
     """
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = load_yaml_text(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -22,7 +22,7 @@ def run_demo(config: str | Path = "demo", overrides: list[str] = ()) -> dict:
     t0 = time.perf_counter()
     cfg = load_config(config, list(overrides))
     out = Path(cfg.out_dir)
-    resume = holds_checkpoints(out / "checkpoints")
+    resume = holds_checkpoints(out / "checkpoints")  # a run without one: train refuses, saying why
     if resume:
         print(f"resuming the run in {out} (delete it to start over)")
     result = train(cfg, resume=resume)

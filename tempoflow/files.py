@@ -52,3 +52,17 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def unwritable(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` cannot be created and written to, or None when it can. Nothing is created: the
+    nearest existing path at or above it must be a folder this process may write in (a path below a
+    file, or in a read-only folder or file system, is named)."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent  # the root always exists
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is read-only for this process"
+    return None

@@ -7,10 +7,12 @@ trained method back from a run or checkpoint folder). Everything below it takes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,7 +22,7 @@ from torch import Tensor
 from tempoflow.codecs import CODECS, Codec, PixelCodec
 from tempoflow.codecs.autoencoder import AutoencoderCodec
 from tempoflow.codecs.video_wae import VideoWAECodec
-from tempoflow.config import DEVICE, ExperimentConfig
+from tempoflow.config import ExperimentConfig
 from tempoflow.configio import from_dict, save_yaml, to_dict
 from tempoflow.data import (
     DataConfig,
@@ -32,21 +34,26 @@ from tempoflow.data import (
     video_shape,
 )
 from tempoflow.data.latent_cache import load_latents, open_latents
+from tempoflow.devices import pick_device
 from tempoflow.errors import CheckpointError, ConfigError, DataError
+from tempoflow.files import unwritable
 from tempoflow.methods import Method, method_class
 from tempoflow.resume import check_resumable
 from tempoflow.text import TextEncoder, make_text_encoder
 from tempoflow.train.checkpoint import (
     CHECKSUMS,
     CONFIG,
+    EMA_WEIGHTS,
     WEIGHTS,
     Checkpoint,
     checksums,
     cpu_state,
     holds_checkpoints,
     read_checkpoint,
+    recover_checkpoints,
 )
-from tempoflow.train.trainer import Trainer, TrainResult
+from tempoflow.train.run_folder import RunLock, launcher_rank, run_files
+from tempoflow.train.trainer import Trainer, TrainResult, accelerator_settings
 from tempoflow.weights import load_weights
 
 
@@ -183,8 +190,15 @@ def build_method(cfg: ExperimentConfig, text: TextEncoder | None = None) -> Meth
 def train(
     cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None, until: int | None = None
 ) -> TrainResult:
-    """Train ``cfg.method`` on the training split of ``cfg.data``; checkpoints go to ``cfg.out_dir``."""
-    return make_trainer(cfg, resume, text).fit(resume=resume, until=until)
+    """Train ``cfg.method`` on the training split of ``cfg.data``; checkpoints go to ``cfg.out_dir``,
+    which the run holds locked (``RunLock``, on the main process of a launcher) until it ends.
+
+    Raises:
+        ConfigError: another run holds ``cfg.out_dir``, and every error of ``make_trainer`` and ``fit``.
+    """
+    lock = RunLock(cfg.out_dir) if launcher_rank() == 0 else contextlib.nullcontext()
+    with lock:
+        return make_trainer(cfg, resume, text).fit(resume=resume, until=until)
 
 
 def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None) -> Trainer:
@@ -193,20 +207,36 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     loaded; ``fit(resume=True)`` loads the state).
 
     Raises:
-        ConfigError: a run is there and ``resume`` is False; or ``resume`` with a config that changes
-            what the run trains (``resume_conflicts``) or a codec that now loads other weights.
+        ConfigError: ``out_dir`` cannot be written (below a file, read-only); ``device`` names a GPU
+            torch does not see, or fp16 on the CPU; a run is there and ``resume`` is False; or ``resume``
+            with a config that changes what the run trains (``resume_conflicts``) or a codec that now
+            loads other weights.
         CheckpointError: ``resume`` without a checkpoint, or with an unreadable ``latest``/``config.json``.
     """
     out = Path(cfg.out_dir)
-    started = holds_checkpoints(out / "checkpoints")
-    if not resume and started:
-        raise ConfigError(
-            f"{out} already holds a run: pass --resume to continue it or choose another out_dir"
-        )
+    problem = unwritable(out)
+    if problem is not None:
+        raise ConfigError(f"out_dir {out} cannot be written: {problem}; choose another out_dir")
+    accelerator_settings(cfg.device, cfg.train.mixed_precision)  # a missing GPU or fp16 on the CPU: before the data
+    found = run_files(out)
+    # Under a launcher only the first process judges the folder: the others may already see the
+    # config.yaml it writes. If it refuses, the launcher stops them.
+    if not resume and found and launcher_rank() == 0:
+        what = "pass --resume to continue it" if holds_checkpoints(out / "checkpoints") else \
+            "it has no checkpoint yet: delete it to start over"
+        raise ConfigError(f"{out} already holds a run ({', '.join(found[:3])}): {what}, or choose another out_dir")
     saved = None
+    if resume and launcher_rank() == 0:
+        for done in recover_checkpoints(out / "checkpoints"):
+            warnings.warn(f"{out}: {done} (left by an interrupted run)")
     if resume:
-        if not started:
-            raise CheckpointError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        if not found:
+            raise CheckpointError(f"--resume: no checkpoint in {out}: no run is there to continue")
+        if not holds_checkpoints(out / "checkpoints"):
+            raise CheckpointError(
+                f"--resume: the run in {out} has no checkpoint yet ({', '.join(found[:3])}): nothing to resume "
+                "from; delete the folder to start over or choose another out_dir"
+            )
         saved = read_checkpoint(out)
         check_resumable(cfg, saved)
         if cfg.train.steps < saved.step:
@@ -226,7 +256,8 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     if method.captions == "required":
         _require_captions(cfg.method, data.captions, getattr(data, "paths", None))
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    if launcher_rank() == 0:  # one writer
+        save_yaml(cfg, out / "config.yaml")
     meta = {"method": cfg.method, "video_shape": list(video_shape(cfg.data)), "fps": data.fps}
     if method.codec is not None:  # the codec is rebuilt at load time: pin which one
         meta["codec_fingerprint"] = method.codec.fingerprint()
@@ -251,29 +282,15 @@ def _require_captions(method: str, captions: list[str] | None, paths: list[Path]
                         f"{more} (add a .txt of the same name, or a text column in the manifest)")
 
 
-def pick_device(device: str) -> torch.device:
-    """``"auto"`` (a GPU when torch sees one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a ``torch.device``.
-
-    Raises:
-        ConfigError: another name, or CUDA asked for where torch sees none (or not that many).
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if DEVICE.fullmatch(device) is None:
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device={device} but torch sees {torch.cuda.device_count()} CUDA GPUs")
-    return torch.device(device)
-
-
 # A saved pipeline (save_pipeline) holds one set of weights (model.safetensors) and stores the paths of
 # what it carries (codec run, text model) relative to its folder; its meta lists them.
 PIPELINE = "pipeline"
 RELATIVE_PATHS = "relative_paths"
 INITIAL_FRAMES = "initial_frames.safetensors"  # a trajectory pipeline's roll-out starts (test split)
 MAX_SAVED_STARTS = 256
+PIPELINE_WEIGHTS = "weights"  # which of its run's weights a saved pipeline holds: "ema" or "raw"
+# What load_run(weights=...) takes: the EMA weights (the default) or the trained ones.
+WEIGHT_FILES = {"ema": EMA_WEIGHTS, "raw": WEIGHTS}
 # Settings that name files a method is built from: what save_pipeline copies in.
 PATH_SETTINGS = ("flow.codec_path", "vlfm.codec_path", "align.video_path", "text.path", "text.cache")
 
@@ -328,7 +345,8 @@ def save_pipeline(method: Method, cfg: ExperimentConfig, ckpt: Checkpoint, folde
         if method.task == "trajectory":  # the starts, so the folder rolls out without the run's data
             save_file({"frames": rollout_starts(cfg, ckpt)[:MAX_SAVED_STARTS].contiguous()}, str(tmp / INITIAL_FRAMES))
         meta = {k: v for k, v in ckpt.meta.items() if k != CHECKSUMS}
-        meta.update({PIPELINE: True, RELATIVE_PATHS: relative, CHECKSUMS: checksums(tmp)})
+        meta.update({PIPELINE: True, PIPELINE_WEIGHTS: held_weights(ckpt), RELATIVE_PATHS: relative,
+                     CHECKSUMS: checksums(tmp)})
         (tmp / CONFIG).write_text(json.dumps({"config": data, "meta": meta}, indent=2))
         if folder.exists():
             folder.rmdir()
@@ -338,18 +356,44 @@ def save_pipeline(method: Method, cfg: ExperimentConfig, ckpt: Checkpoint, folde
     return folder
 
 
-def load_run(
-    path: str | Path, device: str = "auto", ema: bool = True, text: TextEncoder | None = None,
-    overrides: dict | None = None,
-) -> tuple[Method, ExperimentConfig, Checkpoint]:
-    """Rebuild a trained method from a checkpoint (EMA weights by default), in eval mode.
+def held_weights(ckpt: Checkpoint) -> str:
+    """Which of its run's weights the method loaded from ``ckpt`` holds: "ema" or "raw" (a saved
+    pipeline holds one of them, as recorded when it was saved).
 
     Raises:
-        CheckpointError: no checkpoint; a file of it missing, damaged (checked against the SHA-256s
-            in its config.json) or unreadable; or weights that do not fit the config's model.
+        ValueError: no weights were loaded from ``ckpt``.
     """
+    if ckpt.meta.get(PIPELINE):
+        return ckpt.meta.get(PIPELINE_WEIGHTS, "ema")  # pipelines saved before the record: load_run's default
+    if ckpt.loaded is None:
+        raise ValueError(f"no weights were loaded from {ckpt.path}")
+    return "ema" if ckpt.loaded == EMA_WEIGHTS else "raw"
+
+
+def load_run(
+    path: str | Path, device: str = "auto", weights: str = "ema", text: TextEncoder | None = None,
+    overrides: dict | None = None,
+) -> tuple[Method, ExperimentConfig, Checkpoint]:
+    """Rebuild a trained method from a checkpoint, in eval mode, with its EMA weights (``weights="ema"``,
+    ``ema.safetensors``) or its trained ones (``"raw"``, ``model.safetensors``). A saved pipeline holds
+    one of the two (``model.safetensors``) and gives it only when asked for that one.
+
+    Raises:
+        ConfigError: ``weights`` is neither "ema" nor "raw"; a bad override.
+        CheckpointError: no checkpoint; a file of it missing (the EMA: pass ``weights="raw"``), damaged
+            (checked against the SHA-256s in its config.json) or unreadable; a saved pipeline that holds
+            the other weights; or weights that do not fit the config's model.
+    """
+    if weights not in WEIGHT_FILES:
+        raise ConfigError(f"weights must be 'ema' or 'raw' (the trained weights), got {weights!r}")
     ckpt = read_checkpoint(path)
-    ckpt.file(WEIGHTS)  # present and intact even when sampling the EMA: reports name the model by it
+    pipeline = ckpt.meta.get(PIPELINE)
+    if pipeline and held_weights(ckpt) != weights:
+        held = held_weights(ckpt)
+        raise CheckpointError(f"{ckpt.path} is a saved pipeline holding its run's {held} weights only, not the "
+                              f"{weights} ones: pass --weights {held} (weights='{held}' in tempoflow.load), or "
+                              f"load the run it was saved from")
+    ckpt.file(WEIGHTS)  # present and intact even when the EMA is loaded: a damaged run is named before use
     saved = _with_local_paths(ckpt)
     try:
         cfg = from_dict(ExperimentConfig, saved)
@@ -361,7 +405,7 @@ def load_run(
             data[section] = {**data.get(section, {}), **values}
         cfg = from_dict(ExperimentConfig, data)
     method = build_method(cfg, text)
-    load_weights(method, ckpt.weights(ema=ema and not ckpt.meta.get(PIPELINE)), ckpt.path)
+    load_weights(method, ckpt.weights(ema=weights == "ema" and not pipeline), ckpt.path)
     pinned = ckpt.meta.get("codec_fingerprint")
     if pinned is not None and method.codec.fingerprint() != pinned:
         raise CheckpointError(

@@ -112,3 +112,33 @@ def test_a_saved_trajectory_pipeline_rolls_out_without_the_runs_data(tmp_path, m
     assert saved(num=3, seed=2, initial=starts).shape == before.shape
     with pytest.raises(ConfigError, match="rolls out trajectories"):
         saved("a prompt")
+
+
+def test_weights_ema_or_raw_and_a_missing_ema_is_refused_not_replaced(demo_run):
+    """A checkpoint without ema.safetensors gave its raw weights with only a warning; now the raw weights
+    are asked for by name (``weights="raw"``), and a saved pipeline gives only the weights it holds."""
+    from safetensors.torch import load_file
+
+    from tempoflow.errors import CheckpointError
+
+    ckpt = demo_run / "runs/demo/checkpoints/step_00000004"
+    ema, raw = tempoflow.load("runs/demo", device="cpu"), tempoflow.load("runs/demo", device="cpu", weights="raw")
+    for pipe, file in ((ema, "ema.safetensors"), (raw, "model.safetensors")):
+        saved = load_file(str(ckpt / file))
+        assert all(torch.equal(pipe.method.state_dict()[k], v) for k, v in saved.items())
+    assert not torch.equal(ema("a red circle moves left", seed=0), raw("a red circle moves left", seed=0))
+    with pytest.raises(ConfigError, match=r"^weights must be 'ema' or 'raw' \(the trained weights\), got 'best'$"):
+        tempoflow.load("runs/demo", weights="best")
+    raw.save("raw_pipe")  # holds the raw weights, and says so
+    assert torch.equal(tempoflow.load("raw_pipe", device="cpu", weights="raw")("a red circle moves left", seed=0),
+                       raw("a red circle moves left", seed=0))
+    with pytest.raises(CheckpointError, match=r"raw_pipe is a saved pipeline holding its run's raw weights only, "
+                                              r"not the ema ones: pass --weights raw \(weights='raw' in tempoflow"):
+        tempoflow.load("raw_pipe")
+    (ckpt / "ema.safetensors").unlink()
+    with pytest.raises(CheckpointError) as err:
+        tempoflow.load("runs/demo")
+    assert str(err.value) == (f"{Path('runs/demo/checkpoints/step_00000004/ema.safetensors')} is missing: pass "
+                              "--weights raw (weights='raw' in tempoflow.load) to use the trained weights in "
+                              "model.safetensors")
+    tempoflow.load("runs/demo", device="cpu", weights="raw")

@@ -47,6 +47,15 @@ def test_exponent_without_dot_is_a_float():
         ("data.shapes.colours=[red, mauve]", "mauve"),
         ("train.steps=-3", "train.steps must be >= 1, got -3"),
         ("train.ema_decay=1.0", "train.ema_decay must be in [0, 1)"),
+        ("train.min_lr_ratio=-1", ("train.min_lr_ratio must be in [0, 1] (the final learning rate is lr × "
+                                   "min_lr_ratio), got -1.0")),
+        ("train.min_lr_ratio=1.5", "train.min_lr_ratio must be in [0, 1]"),
+        ("train.mixed_precision=fp32", "train.mixed_precision must be auto, no, bf16 or fp16, got 'fp32'"),
+        ("out_dir=", "out_dir must name a folder for the run, got '' (an empty one would write into the current"),
+        ("out_dir='  '", "out_dir must name a folder for the run, got '  '"),
+        ("model.mlp_ratio=0.005", ("model.mlp_ratio 0.005 gives the MLP int(model.dim × mlp_ratio) = 0 units at "
+                                   "model.dim 128: raise it to at least 0.0078125")),
+        ("model.dim=4", "model.dim must be >= 6 for the 3-D position code, got 4"),
         ("model.heads=3", "model.dim (128) must be divisible by model.heads (3)"),
         ("sample.steps=0", "sample.steps must be >= 1"),
         ("flow.prediction=noise", "flow.prediction must be 'velocity' or 'data'"),
@@ -140,10 +149,37 @@ def test_names_the_code_cannot_run_are_refused_when_the_config_is_read(override,
     assert load_config(None, ["device=cuda:1"]).device == "cuda:1"
 
 
-def test_a_device_torch_does_not_have_is_one_line():
-    from tempoflow.runs import pick_device
+def test_a_device_torch_does_not_have_is_one_line(monkeypatch):
+    import torch
+
+    from tempoflow.devices import pick_device
 
     with pytest.raises(ConfigError, match="device must be"):
         pick_device("tpu")
     with pytest.raises(ConfigError, match="torch sees"):
         pick_device("cuda:99")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, wherever this runs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert pick_device("auto") == torch.device("cpu")
+    for device in ("cuda", "cuda:0", "cuda:2"):
+        with pytest.raises(ConfigError, match=rf"^device={device} but torch sees no CUDA GPU .*: use device=cpu, "
+                                              "or device=auto, which takes the GPU when there is one$"):
+            pick_device(device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ConfigError, match=r"^device=cuda:1 but torch sees one CUDA GPU, cuda:0: use one of them"):
+        pick_device("cuda:1")
+
+
+def test_yaml_1_1_words_yes_no_on_off_keep_their_text_for_a_string_setting(tmp_path):
+    """``train.mixed_precision=no`` (a documented value) arrived as False (YAML 1.1 reads no/yes/on/off as
+    booleans) and was refused as not a string; a bool setting still takes the four words."""
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    assert load_config(None, ["eval.prompts=[no, On]"]).eval.prompts == ("no", "On")
+    for word, truth in (("no", False), ("Off", False), ("yes", True), ("on", True), ("false", False)):
+        assert load_config(None, [f"model.cross_attention={word}"]).model.cross_attention is truth
+    file = tmp_path / "c.yaml"
+    file.write_text("train:\n  mixed_precision: no\nmodel:\n  cross_attention: off\n")
+    cfg = load_config(file)
+    assert cfg.train.mixed_precision == "no" and cfg.model.cross_attention is False

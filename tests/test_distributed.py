@@ -56,7 +56,8 @@ def test_two_processes_report_once_and_keep_one_schedule(straight):
 
 def test_a_two_process_run_resumed_halfway_ends_bit_identical(straight, tmp_path):
     run, _ = straight
-    assert launch("train", "demo", *ARGS, "out_dir=half", "--until", "4", cwd=tmp_path).returncode == 0
+    first = launch("train", "demo", *ARGS, "out_dir=half", "--until", "4", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
     resumed = launch("train", "demo", *ARGS, "out_dir=half", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = load_file(str(run / "checkpoints/step_00000006/ema.safetensors"))

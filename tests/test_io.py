@@ -1,6 +1,7 @@
 """Video I/O: round trips through mp4, webm, gif and frame folders; grid layout; clear errors."""
 
 import math
+import warnings
 
 import av
 import numpy as np
@@ -335,3 +336,44 @@ def test_video_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeyp
         read_video(path)
     with pytest.raises(DataError, match=r"clips of 2 frames at 64x64 .* needs"):
         make_folder(FolderConfig(path=str(path.parent), num_frames=2, resolution=64, test_fraction=0.0), "train")
+
+
+def _truncated_mp4(tmp_path, frames: int, keep: int):
+    """A ``frames``-frame mp4 (``write_video``) whose header comes first (remuxed with ``movflags=faststart``,
+    as files streamed from the web are), cut where the frame data of packet ``keep`` starts: the header
+    still declares ``frames`` frames, ``keep`` decode. Returns the path."""
+    full = write_video(tmp_path / "full.mp4", smooth_video(frames, 32, 32), fps=8)
+    fast = tmp_path / "fast.mp4"
+    with av.open(str(full)) as source, av.open(str(fast), "w", format="mp4", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:  # not the flushing packet
+                packet.stream = stream
+                out.mux(packet)
+    with av.open(str(fast)) as container:
+        starts = [packet.pos for packet in container.demux(container.streams.video[0]) if packet.dts is not None]
+    cut = tmp_path / f"cut{keep}.mp4"
+    cut.write_bytes(fast.read_bytes()[: starts[keep]])
+    return cut
+
+
+def test_a_truncated_file_warns_with_the_declared_and_decoded_frame_counts(tmp_path):
+    """Field case: a cut mp4 whose header says 16 frames decoded 4 (FFmpeg's threaded decoder ends it
+    quietly) and trained without a word."""
+    from tempoflow.data.video_reader import read_clip
+
+    path = _truncated_mp4(tmp_path, 16, 4)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 16  # what the header declares
+    with pytest.warns(UserWarning) as record:
+        clip = read_video(path)
+    assert len(clip.frames) == 4
+    assert [str(w.message) for w in record] == [
+        f"{path}: its header declares 16 frames but only 4 decode (truncated or damaged?); using those 4"]
+    with pytest.warns(UserWarning, match="declares 16 frames but only 4 decode"):
+        read_clip(path, 4, 8.0)  # a clip that reaches the end of what decodes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_video(path, max_frames=2)  # stopped before the end: nothing to say
+        read_clip(path, 2, 8.0)
+        read_video(tmp_path / "full.mp4")  # complete: the counts agree

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tempoflow"
 # Bottom to top. A module belongs to the longest entry that is a prefix of its dotted name.
 LAYERS: list[tuple[str, ...]] = [
     ("tempoflow.errors", "tempoflow.files", "tempoflow.configio", "tempoflow.weights", "tempoflow.viewing",
-     "tempoflow.configs"),  # generic pieces
+     "tempoflow.configs", "tempoflow.devices"),  # generic pieces
     ("tempoflow.flows", "tempoflow.text", "tempoflow.data", "tempoflow.codecs", "tempoflow.report"),
     ("tempoflow.nets", "tempoflow.metrics"),
     ("tempoflow.methods",),

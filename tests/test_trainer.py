@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -216,3 +218,76 @@ def test_running_out_of_memory_is_one_line(tiny_cfg, monkeypatch):
     monkeypatch.setattr(FlowMatching, "loss", allocate)
     with pytest.raises(TrainingError, match=r"out of memory in training step 1 .*lower train.batch_size \(4\)"):
         train(tiny_cfg())
+
+
+def _no_data(monkeypatch):
+    """Loading the training data fails the test: a refusal must come before it."""
+    import tempoflow.runs
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data was loaded before the refusal")
+
+    monkeypatch.setattr(tempoflow.runs, "load_dataset", refuse)
+
+
+def test_fp16_and_a_missing_gpu_are_refused_not_run_on_the_cpu(tiny_cfg, tmp_path, monkeypatch):
+    """accelerate ignores fp16 on the CPU (float32 training) and the trainer used to fall back to the CPU
+    when no GPU was there: both are refused, by make_trainer before the data is loaded and by Trainer."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, wherever this runs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    method = build_method(tiny_cfg())
+    videos = torch.rand(2, 4, 3, 16, 16)
+    cases = [
+        ({"device": "cpu", "mixed_precision": "fp16"},
+         (r"^train.mixed_precision=fp16 needs a CUDA GPU but this run trains on the CPU \(device=cpu\), where "
+          r"accelerate would train in float32: use train.mixed_precision=no, or bf16")),
+        ({"device": "auto", "mixed_precision": "fp16"}, r"fp16 needs a CUDA GPU .*\(device=auto\)"),
+        ({"device": "cuda", "mixed_precision": "auto"}, r"^device=cuda but torch sees no CUDA GPU"),
+        ({"device": "cuda:1", "mixed_precision": "no"}, r"^device=cuda:1 but torch sees no CUDA GPU"),
+    ]
+    _no_data(monkeypatch)
+    for case, message in cases:
+        cfg = tiny_cfg(f"device={case['device']}", f"train.mixed_precision={case['mixed_precision']}")
+        with pytest.raises(ConfigError, match=message):
+            make_trainer(cfg)
+        with pytest.raises(ConfigError, match=message):
+            Trainer(method, videos, None, cfg.train, tmp_path / "t", {}, {}, device=case["device"])
+    assert not (tmp_path / "run").exists() and not (tmp_path / "t").exists()
+
+
+def test_until_below_one_is_refused(tiny_cfg, tmp_path):
+    """Field case: --until 0 wrote an untrained step_00000000 checkpoint."""
+    trainer = make_trainer(tiny_cfg())
+    for until in (0, -2):
+        with pytest.raises(ConfigError, match=rf"^until must be a step >= 1 to stop at, got {until}$"):
+            trainer.fit(until=until)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("where", ["below a file", "read-only", "read-only (mocked)"])
+def test_an_out_dir_that_cannot_be_written_is_one_line(tiny_cfg, tmp_path, monkeypatch, where):
+    """Not an OSError traceback after the data is loaded: the folder that stops it is named first."""
+    import os
+
+    blocker = tmp_path / "blocker"
+    if where == "below a file":
+        blocker.write_text("a file")
+        problem = f"{blocker} is a file, not a folder"
+    else:
+        blocker.mkdir()
+        problem = f"{blocker} is read-only for this process"
+        if where == "read-only":
+            if os.geteuid() == 0:
+                pytest.skip("root may write in a read-only folder; the mocked case covers the check")
+            blocker.chmod(0o555)
+        else:  # what os.access reports for a read-only folder or file system
+            access = os.access
+            monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != blocker and access(path, mode))
+    out = blocker / "runs" / "x"
+    _no_data(monkeypatch)
+    try:
+        with pytest.raises(ConfigError, match=f"^out_dir {re.escape(str(out))} cannot be written: "
+                                              f"{re.escape(problem)}; choose another out_dir$"):
+            make_trainer(tiny_cfg(f"out_dir={out}"))
+    finally:
+        blocker.chmod(0o755) if blocker.is_dir() else None

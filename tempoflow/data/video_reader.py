@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -232,13 +233,17 @@ class _open_video:
 
 
 def _decoded(path: Path, container: av.container.InputContainer, stream: av.VideoStream):
-    """Yield ``(array (H, W, 3) uint8 as displayed, frame)`` for every decodable frame.
+    """Yield ``(array (H, W, 3) uint8 as displayed, frame)`` for every decodable frame. Decoded to the
+    end, fewer frames than the header declares (``stream.frames``, where the container stores a count)
+    warn with both counts: FFmpeg's threaded decoder ends a truncated file quietly.
 
     Raises:
         DataError: no frame decodes, or the frame size changes mid-file.
     """
     shape = None
+    decoded = 0
     for frame in container.decode(stream):
+        decoded += 1
         array = _displayed(frame.to_ndarray(format="rgb24", src_color_range=frame.color_range), frame)
         if shape is not None and array.shape != shape:
             raise DataError(f"cannot read video {path}: frame size changes from {shape[:2]} to "
@@ -247,6 +252,9 @@ def _decoded(path: Path, container: av.container.InputContainer, stream: av.Vide
         yield array, frame
     if shape is None:
         raise DataError(f"cannot read video {path}: no frames could be decoded")
+    if stream.frames and decoded < stream.frames:
+        warnings.warn(f"{path}: its header declares {stream.frames} frames but only {decoded} decode "
+                      f"(truncated or damaged?); using those {decoded}")
 
 
 def _displayed(array: np.ndarray, frame: av.VideoFrame) -> np.ndarray:

@@ -38,6 +38,11 @@ class TimeGrid:
     inside: Tensor
 
 
+def grid_size(num_frames: int, fps: float, out_fps: float, extent: float = 1.0) -> int:
+    """How many times :func:`time_grid` gives: ``k / out_fps`` in ``(0, extent · num_frames / fps]``."""
+    return math.floor(num_frames / fps * extent * out_fps + 1e-6)
+
+
 def time_grid(num_frames: int, fps: float, out_fps: float, extent: float = 1.0) -> TimeGrid:
     """Frames at ``out_fps`` over ``(0, extent · T]``, ``T = num_frames / fps`` seconds.
 
@@ -47,7 +52,7 @@ def time_grid(num_frames: int, fps: float, out_fps: float, extent: float = 1.0) 
     if out_fps <= 0 or extent <= 0:
         raise ValueError(f"out_fps and extent must be > 0, got out_fps={out_fps}, extent={extent}")
     T = num_frames / fps
-    count = math.floor(T * extent * out_fps + 1e-6)
+    count = grid_size(num_frames, fps, out_fps, extent)
     if count < 1:
         raise ValueError(f"no frame at {out_fps} fps within {T * extent} s")
     times = torch.arange(1, count + 1, dtype=torch.float64) / out_fps

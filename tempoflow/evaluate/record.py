@@ -13,6 +13,7 @@ import torch
 from tempoflow.config import ExperimentConfig
 from tempoflow.configio import flatten as flatten_tree
 from tempoflow.configio import to_dict
+from tempoflow.runs import held_weights
 
 
 def cpu_name() -> str:
@@ -40,15 +41,18 @@ def flatten(metrics: dict) -> dict:
 
 
 def write_record(out: Path, ckpt, cfg: ExperimentConfig, t_start: float, metrics: dict, **extra) -> dict:
-    """Write ``out/metrics.json``: the metrics, what produced them (checkpoint path and SHA-256, step,
-    config, hardware) and how long evaluation took, plus any method-specific ``extra`` entries."""
+    """Write ``out/metrics.json``: the metrics, what produced them (checkpoint path, which weights —
+    ``ema`` or ``raw`` — from which file and that file's SHA-256, step, config, hardware) and how long
+    evaluation took, plus any method-specific ``extra`` entries."""
     record = {
         "metrics": metrics,
         **extra,
         "eval_seconds": time.perf_counter() - t_start,
         "checkpoint": str(ckpt.path),
         "run": str(ckpt.run_folder),
-        "checkpoint_sha256": ckpt.digest(),
+        "weights": held_weights(ckpt),
+        "weights_file": ckpt.loaded,
+        "checkpoint_sha256": ckpt.digest(),  # of weights_file
         "step": ckpt.step,
         "hardware": hardware(),
         "config": to_dict(cfg),

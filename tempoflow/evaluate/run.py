@@ -26,17 +26,19 @@ EVALUATIONS = {
 
 
 def evaluate(
-    checkpoint: str | Path, out_dir: str | Path | None = None, device: str = "auto", overrides: dict | None = None
+    checkpoint: str | Path, out_dir: str | Path | None = None, device: str = "auto", overrides: dict | None = None,
+    weights: str = "ema",
 ) -> dict:
-    """Sample, score and report one checkpoint into ``out_dir`` (default ``<run>/eval``); returns the
-    record written to ``metrics.json``.
+    """Sample, score and report one checkpoint into ``out_dir`` (default ``<run>/eval``) with its EMA
+    weights (``weights="ema"``) or its trained ones (``"raw"``); returns the record written to
+    ``metrics.json``.
 
     Raises:
-        CheckpointError: the checkpoint cannot be loaded. ConfigError: its method declares a task
-            with no evaluation.
+        CheckpointError: the checkpoint cannot be loaded (the EMA weights missing: pass ``weights="raw"``).
+        ConfigError: its method declares a task with no evaluation; ``weights`` neither "ema" nor "raw".
     """
     t_start = time.perf_counter()
-    method, cfg, ckpt = load_run(checkpoint, device=device, overrides=overrides)
+    method, cfg, ckpt = load_run(checkpoint, device=device, overrides=overrides, weights=weights)
     if method.task not in EVALUATIONS:
         raise ConfigError(f"method '{method.name}' declares task '{method.task}', which has no evaluation "
                           f"(known: {', '.join(EVALUATIONS)})")
@@ -46,9 +48,11 @@ def evaluate(
 
 
 def compare(
-    checkpoints: list[str | Path], out_dir: str | Path, device: str = "auto", overrides: dict | None = None
+    checkpoints: list[str | Path], out_dir: str | Path, device: str = "auto", overrides: dict | None = None,
+    weights: str = "ema",
 ) -> list[dict]:
-    """Evaluate several checkpoints with the same settings and put them side by side in one report.
+    """Evaluate several checkpoints with the same settings (and the same ``weights``, as :func:`evaluate`)
+    and put them side by side in one report.
 
     Each run is evaluated into ``out_dir/<i>_<name>/``; ``out_dir/report.html`` and
     ``out_dir/comparison.json`` hold the joint table (a row per run).
@@ -57,7 +61,7 @@ def compare(
     records, names = [], []
     for i, ckpt in enumerate(checkpoints):
         name = f"{i}_{Path(ckpt).resolve().name}"
-        records.append(evaluate(ckpt, out / name, device=device, overrides=overrides))
+        records.append(evaluate(ckpt, out / name, device=device, overrides=overrides, weights=weights))
         names.append(name)
     rows = [(n, {"step": r["step"], **flatten(r["metrics"])}) for n, r in zip(names, records)]
     video_rows = []

@@ -20,10 +20,11 @@ import torch
 from safetensors.torch import save_file
 
 from tempoflow.config import ExperimentConfig, SampleConfig
-from tempoflow.data import load_dataset
+from tempoflow.data import load_dataset, video_shape
 from tempoflow.data.io import write_video
+from tempoflow.data.video_reader import require_memory
 from tempoflow.errors import ConfigError
-from tempoflow.evaluate.continuous_time import continuous_time_scores, time_grid
+from tempoflow.evaluate.continuous_time import continuous_time_scores, grid_size, time_grid
 from tempoflow.evaluate.record import write_record
 from tempoflow.evaluate.scores import (
     bucket_scores,
@@ -36,7 +37,7 @@ from tempoflow.evaluate.scores import (
 )
 from tempoflow.methods import Method, Samples
 from tempoflow.report.html import VideoCell, read_log, write_report
-from tempoflow.viewing import tile, upscale
+from tempoflow.viewing import VIEW_SCALE, tile, upscale
 
 # A method's own scores and report cells, added to the text-to-video ones (align's alignment scores).
 ExtraScores = Callable[[Method, ExperimentConfig, Path], tuple[dict, list[VideoCell]]]
@@ -104,11 +105,26 @@ def time_scores(method: Method, cfg: ExperimentConfig, pairs: list[tuple[str, st
     return series, cells
 
 
+def _require_grid_memory(method: Method, cfg: ExperimentConfig, pairs: list[tuple[str, str]]) -> None:
+    """Refuse, before sampling, a time grid (:func:`time_scores`) whose frames cannot fit in host memory:
+    a split's samples on the grid and at the training frame times, their copy on the grid and the truth
+    (3 float copies), and the upscaled clip of 4 truths and 4 samples."""
+    times = grid_size(method.num_frames, method.fps, method.fps * cfg.eval.time_rate, cfg.eval.time_extent)
+    _, C, H, W = video_shape(cfg.data)
+    most = max(sum(s == split for s, _ in pairs) for split in ("train", "heldout"))  # captions scored at once
+    need = 4 * C * H * W * (3 * most * (times + method.num_frames) + 8 * times * VIEW_SCALE**2)
+    require_memory(need, f"scoring {most} samples at {times} times (eval.time_rate {cfg.eval.time_rate}, "
+                         f"eval.time_extent {cfg.eval.time_extent:g}) at {H}x{W}",
+                   "lower eval.time_rate or eval.time_extent")
+
+
 def evaluate_text_to_video(method: Method, cfg: ExperimentConfig, ckpt, out: Path, t_start: float,
                            extra: ExtraScores | None = None) -> dict:
     """Sample, score and report one text-to-video checkpoint; returns the record written to ``metrics.json``."""
     sc = cfg.sample
     pairs = default_prompts(cfg)
+    if method.continuous_time:  # its time grid, refused before anything is sampled when too large
+        _require_grid_memory(method, cfg, pairs)
     prompts = [c for _, c in pairs]
     K = sc.num_per_prompt
     out_samples, seconds = sample_prompts(method, prompts, sc)

@@ -35,6 +35,11 @@ class DiTConfig:
             require(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
         require(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
         require(self.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        hidden = int(self.dim * self.mlp_ratio)  # the MLP's width (DiTBlock)
+        require(hidden >= 1, f"model.mlp_ratio {self.mlp_ratio} gives the MLP int(model.dim × mlp_ratio) = {hidden} "
+                             f"units at model.dim {self.dim}: raise it to at least {1 / self.dim:g}")
+        # sincos_3d gives each of the 3 axes dim // 6 sin-cos pairs: below 6 there is no position code
+        require(self.dim >= 6, f"model.dim must be >= 6 for the 3-D position code, got {self.dim}")
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

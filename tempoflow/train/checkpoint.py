@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tempoflow.errors import CheckpointError
+from tempoflow.errors import CheckpointError, TrainingError
 from tempoflow.files import sha256_file, write_text_atomic
 from tempoflow.weights import FROZEN_PREFIXES, first_line
 
@@ -64,6 +64,7 @@ class Checkpoint:
     config: dict
     meta: dict
     verified: set[str] = field(default_factory=set, repr=False)  # files already checked: hashed once
+    loaded: str | None = None  # the weights file weights() read last (what digest() names)
 
     @property
     def fps(self) -> float:
@@ -130,20 +131,32 @@ class Checkpoint:
             raise damaged(self.path, file, f"is not a readable safetensors file ({first_line(err)})") from err
 
     def weights(self, ema: bool = True) -> dict[str, torch.Tensor]:
-        """The EMA weights (or the trained ones). A checkpoint written without EMA weights gives the
-        trained ones, with a warning.
+        """The EMA weights (``ema.safetensors``) or the trained ones (``model.safetensors``); the file
+        read is remembered in ``loaded``.
 
         Raises:
-            CheckpointError: the weights file is missing, changed or unreadable.
+            CheckpointError: the weights file is missing (for the EMA: the message says to ask for the
+                trained weights instead), changed or unreadable.
         """
-        if ema and EMA_WEIGHTS not in self.checksums and not (self.path / EMA_WEIGHTS).exists():
-            warnings.warn(f"{self.path} has no {EMA_WEIGHTS}: using its trained weights ({WEIGHTS})")
-            ema = False
-        return self.tensors(EMA_WEIGHTS if ema else WEIGHTS)
+        name = EMA_WEIGHTS if ema else WEIGHTS
+        if ema and not (self.path / name).is_file():
+            raise CheckpointError(f"{self.path / name} is missing: pass --weights raw (weights='raw' in "
+                                  f"tempoflow.load) to use the trained weights in {WEIGHTS}")
+        tensors = self.tensors(name)
+        self.loaded = name
+        return tensors
 
     def digest(self) -> str:
-        """SHA-256 of the weights file, to name the exact model in metrics and reports."""
-        return sha256_file(self.path / WEIGHTS)[:16]
+        """The first 16 hex digits of the SHA-256 of the weights file loaded (``loaded``), to name the
+        exact model in metrics and reports: the one recorded in ``config.json`` (checked when it was
+        loaded), else computed (checkpoints from before checksums).
+
+        Raises:
+            ValueError: no weights were loaded from this checkpoint.
+        """
+        if self.loaded is None:
+            raise ValueError(f"no weights were loaded from {self.path}: nothing to name")
+        return (self.checksums.get(self.loaded) or sha256_file(self.path / self.loaded))[:16]
 
 
 def learned_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -163,30 +176,102 @@ def staging_dir(root: Path, step: int) -> Path:
     return root / f".tmp_step_{step:08d}"
 
 
+def retired_dir(root: Path, step: int) -> Path:
+    """Where an existing ``step_X`` waits while its replacement is renamed into place."""
+    return root / f".old_step_{step:08d}"
+
+
+def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor holds only finite values (integer tensors always do)."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+
+
 def commit_checkpoint(
     root: Path, step: int, model: nn.Module, ema: dict[str, torch.Tensor] | None, config: dict, meta: dict
 ) -> Path:
     """Add weights and config to the staging folder, rename it to ``root/step_XXXXXXXX``, and
     point ``root/latest`` at it. The resumable state (``state/``) is already in the staging folder;
-    ``config.json`` records the SHA-256 of every file, the state's included.
+    ``config.json`` records the SHA-256 of every file, the state's included, and is written last: a
+    folder with it is complete.
+
+    A complete checkpoint is never removed before its replacement is in place: an existing
+    ``step_X`` (one ``latest`` does not name: a run resumed from an earlier step) is first renamed
+    aside, and removed only after ``latest`` names the new one. A kill at any point leaves ``latest``
+    naming a complete checkpoint (or, before the first one, no ``latest``); ``recover_checkpoints``
+    tidies what is left at the next start.
+
+    Raises:
+        TrainingError: a weight is not finite (nothing is written; the caller names the last good one).
     """
+    weights, averaged = cpu_state(model), cpu_state(ema) if ema is not None else None
+    if not all_finite(weights) or (averaged is not None and not all_finite(averaged)):
+        raise TrainingError(f"the weights at step {step} are not finite: checkpoint not written")
     tmp = staging_dir(root, step)
     tmp.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
+    final, old = root / f"step_{step:08d}", retired_dir(root, step)
     try:
-        save_file(cpu_state(model), str(tmp / WEIGHTS))
-        if ema is not None:
-            save_file(cpu_state(ema), str(tmp / EMA_WEIGHTS))
+        save_file(weights, str(tmp / WEIGHTS))
+        if averaged is not None:
+            save_file(averaged, str(tmp / EMA_WEIGHTS))
         meta = {**meta, "step": step, CHECKSUMS: checksums(tmp)}
-        (tmp / CONFIG).write_text(json.dumps({"config": config, "meta": meta}, indent=2))
+        write_text_atomic(tmp / CONFIG, json.dumps({"config": config, "meta": meta}, indent=2))
         if final.exists():
-            shutil.rmtree(final)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_text_atomic(root / LATEST, final.name)
+    shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """The ``step_*`` folders of ``root`` that were committed (they hold ``config.json``), oldest first."""
+    return sorted(p for p in root.glob("step_*") if (p / CONFIG).is_file())
+
+
+def recover_checkpoints(root: Path) -> list[str]:
+    """Tidy a ``checkpoints`` folder after a kill, before a run continues in it; what was done, in words.
+
+    A retired ``.old_step_X`` whose ``step_X`` is missing (killed between the two renames of
+    ``commit_checkpoint``) is renamed back; every other ``.tmp_step_*`` / ``.old_step_*`` is removed
+    (a staging folder is never complete enough to trust: its step is trained again); a missing
+    ``latest`` is written naming the newest complete checkpoint (killed between the rename and the
+    pointer, or deleted). A ``latest`` that names nothing is left for ``read_pointer`` to report.
+    """
+    done = []
+    for old in sorted(root.glob(".old_step_*")):
+        final = root / old.name.removeprefix(".old_")
+        if not final.exists() and (old / CONFIG).is_file():
+            os.replace(old, final)
+            done.append(f"restored {final.name} from {old.name}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old.name}")
+    for tmp in sorted(root.glob(".tmp_step_*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        done.append(f"removed the unfinished {tmp.name}")
+    found = complete_checkpoints(root)
+    if found and not (root / LATEST).exists():
+        write_text_atomic(root / LATEST, found[-1].name)
+        done.append(f"wrote {root / LATEST} naming the newest checkpoint, {found[-1].name}")
+    return done
+
+
+def newest_finite_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint in ``root`` whose weights (and EMA weights) load and are all finite,
+    searching back from the newest; None if there is none. Checkpoints are only committed finite,
+    so this looks past at most those written by older versions or damaged since."""
+    for path in reversed(complete_checkpoints(root)):
+        ckpt = Checkpoint(path=path, config={}, meta={})
+        try:
+            if all(all_finite(ckpt.tensors(name)) for name in (WEIGHTS, EMA_WEIGHTS) if (path / name).exists()):
+                return path
+        except CheckpointError:
+            continue
+    return None
 
 
 def holds_checkpoints(root: Path) -> bool:
@@ -195,10 +280,11 @@ def holds_checkpoints(root: Path) -> bool:
 
 
 def read_pointer(root: Path) -> Path:
-    """The checkpoint folder ``root/latest`` names.
+    """The checkpoint folder ``root/latest`` names; without ``latest``, the newest complete one (a warning).
 
     Raises:
-        CheckpointError: ``latest`` is missing, unreadable or does not name a folder in ``root``.
+        CheckpointError: ``latest`` is unreadable or does not name a folder in ``root``, or is missing
+            and no complete checkpoint is left.
     """
     pointer = root / LATEST
     try:
@@ -207,12 +293,16 @@ def read_pointer(root: Path) -> Path:
     except UnicodeDecodeError:
         name, problem = "", "holds binary data, not the name of a checkpoint folder"
     except FileNotFoundError:
+        found = complete_checkpoints(root)
+        if found:  # a kill between a checkpoint's rename and its pointer, or a deleted pointer
+            warnings.warn(f"{pointer} is missing: using the newest checkpoint, {found[-1].name}")
+            return found[-1]
         name, problem = "", "is missing"
     except OSError as err:
         raise CheckpointError(f"cannot read {pointer}: {first_line(err)}") from err
     if name and PurePosixPath(name).name == name and name not in (".", "..") and (root / name).is_dir():
         return root / name
-    found = sorted(p.name for p in root.glob("step_*") if (p / CONFIG).is_file())
+    found = [p.name for p in complete_checkpoints(root)]
     fix = f"write a checkpoint folder's name into it (the newest is {found[-1]})" if found else \
         f"no checkpoint folder is left in {root}"
     raise CheckpointError(f"{pointer} {problem}: {fix}")

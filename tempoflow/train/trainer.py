@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from tqdm.auto import tqdm
 
 from tempoflow.configio import require
 from tempoflow.data.rows import Rows, TensorRows
-from tempoflow.errors import CheckpointError, TrainingError
+from tempoflow.devices import pick_device
+from tempoflow.errors import CheckpointError, ConfigError, TrainingError
 from tempoflow.files import write_text_atomic
 from tempoflow.methods.base import Method
 from tempoflow.report.html import read_log
@@ -33,12 +35,15 @@ from tempoflow.train.checkpoint import (
     WEIGHTS,
     commit_checkpoint,
     holds_checkpoints,
+    learned_state,
+    newest_finite_checkpoint,
     read_checkpoint,
     staging_dir,
 )
 from tempoflow.train.ema import EMA
 from tempoflow.train.loader import RowLoader, batch_indices
 from tempoflow.train.optimization import clip_groups, lr_lambda
+from tempoflow.train.signals import Interrupted, StopSignals
 from tempoflow.train.state import (
     TrainingState,
     capture_rng,
@@ -63,7 +68,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine schedule decays to lr * min_lr_ratio
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16"
+    mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16", "fp16" (GPU only)
     compile: bool = False  # torch.compile the method's network (pays on GPU for long runs)
     # CPU only: 0 = choose between all cores and one by measured speed while training (degrades
     # gracefully when another job shares the cores; tempoflow.train.threads), N = exactly N threads
@@ -79,6 +84,9 @@ class TrainConfig:
         require(self.cpu_threads >= 0, f"train.cpu_threads must be >= 0 (0 = adaptive), got {self.cpu_threads}")
         require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(0.0 <= self.min_lr_ratio <= 1.0,
+                f"train.min_lr_ratio must be in [0, 1] (the final learning rate is lr × min_lr_ratio), "
+                f"got {self.min_lr_ratio}")
         require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         require(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
         require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
@@ -104,10 +112,22 @@ class TrainState:
         self.batch_gen, self.noise_gen = batch_gen, noise_gen
 
 
-def resolve_mixed_precision(setting: str, device: str) -> str:
-    if setting == "auto":
-        return "bf16" if device != "cpu" and torch.cuda.is_available() else "no"
-    return setting
+def accelerator_settings(device: str, mixed_precision: str) -> dict:
+    """``Accelerator`` arguments for training on ``device`` with ``train.mixed_precision``: ``auto`` is
+    bf16 autocast on a GPU and float32 on the CPU.
+
+    Raises:
+        ConfigError: a GPU that torch does not see (``pick_device``), or fp16 on the CPU, which
+            accelerate ignores (it would train in float32).
+    """
+    dev = pick_device(device)
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if dev.type == "cuda" else "no"
+    if mixed_precision == "fp16" and dev.type == "cpu":
+        raise ConfigError(f"train.mixed_precision=fp16 needs a CUDA GPU but this run trains on the CPU (device="
+                          f"{device}), where accelerate would train in float32: use train.mixed_precision=no, or bf16 "
+                          "(bf16 autocast, which the CPU runs)")
+    return {"cpu": dev.type == "cpu", "mixed_precision": mixed_precision}
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -128,9 +148,13 @@ class Trainer:
         cfg: optimisation settings.
         out_dir: run folder: ``checkpoints/``, ``log.jsonl``, ``tb/``.
         config_dict, meta: written into every checkpoint's ``config.json``.
-        device: "auto", "cpu" or "cuda".
+        device: "auto", "cpu", "cuda" or "cuda:N".
         key: the batch entry ``videos`` is served under: "video", or "latents" (from a latent cache).
         num_workers: processes reading lazy rows ahead (0: read in this process at each step).
+
+    Raises:
+        ConfigError: a GPU torch does not see, or fp16 on the CPU (:func:`accelerator_settings`).
+        TrainingError: the method has no trainable parameters.
     """
 
     def __init__(
@@ -150,8 +174,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.config_dict, self.meta = config_dict, meta
-        cpu = device == "cpu" or not torch.cuda.is_available()
-        self.accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
+        self.accelerator = Accelerator(**accelerator_settings(device, cfg.mixed_precision))
         set_seed(cfg.seed + self.accelerator.process_index)
         dev = self.accelerator.device
         if cfg.compile:
@@ -182,10 +205,15 @@ class Trainer:
         self.num_workers = num_workers
         self.key = key  # "video", or "latents" when training from a latent cache
         self.captions = captions
+        self.resumed_from: Path | None = None  # the checkpoint fit(resume=True) continued from
+        self.stopped_by: int | None = None  # the signal that ended fit, if one did
 
-    def all_finite(self, finite: Tensor) -> bool:
-        """Whether every process's losses stayed finite (one collective: all processes stop together)."""
-        return not bool(self.accelerator.reduce((~finite).float(), "sum") > 0)
+    def agree(self, finite: Tensor, stop: bool) -> tuple[bool, bool]:
+        """(every process's losses stayed finite, some process was asked to stop by a signal): one
+        collective, so all processes stop together, at the same step."""
+        flags = torch.stack([(~finite).float(), torch.tensor(float(stop), device=finite.device)])
+        bad, stopping = (self.accelerator.reduce(flags, "sum") > 0).tolist()
+        return not bad, stopping
 
     @property
     def unwrapped(self) -> Method:
@@ -215,20 +243,54 @@ class Trainer:
             batch["caption"] = [self.captions[i] for i in idx.tolist()]  # CPU indices: no device sync
         return batch
 
+    def weights_finite(self) -> bool:
+        """Whether the weights and EMA weights are finite on every process (one collective)."""
+        tensors = [*learned_state(self.unwrapped).values(), *self.ema.averaged().values()]
+        bad = sum((~torch.isfinite(t)).sum() for t in tensors if t.is_floating_point())
+        return not bool(self.accelerator.reduce(torch.as_tensor(bad, device=self.accelerator.device).float(), "sum") > 0)
+
+    def stop_non_finite(self, what: str) -> TrainingError:
+        """The error that stops training on a non-finite loss or weights, naming the newest checkpoint
+        whose weights are all finite (searched back on disk: after a resume too)."""
+        good = newest_finite_checkpoint(self.ckpt_dir)
+        return TrainingError(
+            f"{what} at or before step {self.state.step}; training stopped. Last good checkpoint: "
+            f"{good if good is not None else 'none written yet'} (train again with a lower train.lr or "
+            "train.grad_clip, or a longer train.warmup_steps)"
+        )
+
     def save(self) -> Path:
+        """Commit a checkpoint of the current step on the main process (``commit_checkpoint``).
+
+        Raises:
+            TrainingError: a weight is not finite on some process (nothing is written), or the checkpoint
+                cannot be written (a full disk, a read-only folder; the earlier checkpoints are intact).
+        """
         step = self.state.step
+        if self.resumed_from is not None and self.resumed_from.name == f"step_{step:08d}":
+            return self.resumed_from  # nothing trained since it was read: it is this state already
+        if not self.weights_finite():
+            raise self.stop_non_finite("the weights became non-finite")
         tmp = staging_dir(self.ckpt_dir, step)
-        if self.accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self.save_state(tmp / STATE)
-        self.accelerator.wait_for_everyone()
         final = self.ckpt_dir / f"step_{step:08d}"
-        if self.accelerator.is_main_process:
-            final = commit_checkpoint(
-                self.ckpt_dir, step, self.unwrapped, self.ema.averaged(), self.config_dict, self.meta
-            )
+        try:
+            if self.accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            self.accelerator.wait_for_everyone()
+            self.save_state(tmp / STATE)
+            self.accelerator.wait_for_everyone()
+            if self.accelerator.is_main_process:
+                final = commit_checkpoint(
+                    self.ckpt_dir, step, self.unwrapped, self.ema.averaged(), self.config_dict, self.meta
+                )
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            earlier = newest_finite_checkpoint(self.ckpt_dir)
+            raise TrainingError(
+                f"cannot write the checkpoint of step {step} in {self.ckpt_dir} ({first_line(err)}); training "
+                f"stopped. Last good checkpoint: {earlier if earlier is not None else 'none written yet'}"
+            ) from err
         self.accelerator.wait_for_everyone()
         return final
 
@@ -263,6 +325,7 @@ class Trainer:
         restore_training_state(ckpt, state, self.optimizer, self.scheduler, self.accelerator.scaler,
                                self.state.batch_gen, self.state.noise_gen)
         self.state.step = state.step
+        self.resumed_from = ckpt.path
 
     def truncate_log(self) -> None:
         """Drop ``log.jsonl`` records past the resumed step (and unreadable lines, e.g. one cut short by
@@ -284,9 +347,16 @@ class Trainer:
         weights and stop at a wall-clock budget. One process only: processes deciding to stop at
         different steps would wait for each other at the checkpoint forever.
 
+        SIGTERM or Ctrl-C (``StopSignals``) checkpoints the current step and raises ``Interrupted``.
+
         Raises:
-            TrainingError: a callback with several processes.
+            ConfigError: ``until`` below 1 (there is no step 0 to stop at).
+            TrainingError: a callback with several processes; a non-finite loss or weights (naming the
+                newest finite checkpoint; nothing non-finite is written).
+            Interrupted: stopped by SIGTERM or SIGINT, after saving a checkpoint.
         """
+        if until is not None and until < 1:
+            raise ConfigError(f"until must be a step >= 1 to stop at, got {until}")
         if callback is not None and self.accelerator.num_processes > 1:
             raise TrainingError("Trainer.fit(callback=...) runs on one process only")
         end = self.cfg.steps if until is None else min(until, self.cfg.steps)
@@ -308,11 +378,17 @@ class Trainer:
             bar = stack.enter_context(
                 tqdm(total=end, initial=start_step, desc="train", disable=not main, dynamic_ncols=True)
             )
+            signals = stack.enter_context(StopSignals())
             try:
-                last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer, callback)
+                last_good, log, last_loss, seconds = self._loop(end, bar, log_file, writer, callback, signals)
             finally:
                 if self.threads is not None:
                     self.threads.finish()
+        if self.stopped_by is not None:
+            raise Interrupted(
+                f"stopped by {signal.Signals(self.stopped_by).name} at step {self.state.step}; checkpoint: "
+                f"{last_good}. Continue with --resume", self.stopped_by
+            )
         if last_good is None:  # resumed at or past the final step: nothing new to save
             last_good = self.save()
         return TrainResult(
@@ -326,9 +402,13 @@ class Trainer:
         )
 
     def _loop(
-        self, end: int, bar: tqdm, log_file, writer, callback: Callable[[int], bool] | None = None
+        self, end: int, bar: tqdm, log_file, writer, callback: Callable[[int], bool] | None = None,
+        signals: StopSignals | None = None,
     ) -> tuple[Path | None, list[dict], float, float]:
-        """Training steps up to ``end``: (last checkpoint written, log records, last loss, seconds)."""
+        """Training steps up to ``end``: (last checkpoint written, log records, last loss, seconds).
+
+        A signal (``signals.received``) ends the loop at a checkpoint: after the current step on one
+        process; with several, at the next log or checkpoint step, where the processes agree anyway."""
         cfg, acc = self.cfg, self.accelerator
         dev = acc.device
         loss_sum = torch.zeros((), device=dev)
@@ -374,13 +454,18 @@ class Trainer:
             step = self.state.step
             if callback is not None and callback(step):
                 end = step  # stop here, logging and checkpointing as at the last step
+            received = signals is not None and signals.received is not None
+            if received and acc.num_processes == 1:
+                end = step
             at_log = step % cfg.log_every == 0 or step == end
             at_ckpt = step % cfg.checkpoint_every == 0 or step == end
-            if (at_log or at_ckpt) and not self.all_finite(finite):
-                raise TrainingError(
-                    f"loss became non-finite at or before step {step}; training stopped. "
-                    f"Last good checkpoint: {last_good or 'none written yet'}"
-                )
+            if at_log or at_ckpt:
+                ok, stopping = self.agree(finite, received)
+                if not ok:
+                    raise self.stop_non_finite("the loss became non-finite")
+                if stopping:  # checkpoint this step, then stop (fit raises Interrupted)
+                    end, at_log, at_ckpt = step, True, True
+                    self.stopped_by = signals.received if received else signal.SIGTERM
             if at_log:
                 n, since_log = since_log, 0
                 last_loss = float(self.accelerator.reduce(loss_sum, "mean")) / n  # the mean over processes

@@ -194,3 +194,30 @@ def test_training_from_a_latent_cache_lazily_equals_in_memory(tmp_path, cache):
                                  f"out_dir={runs[loading]}"]))
     a, b = weights(runs["memory"], 2), weights(runs["lazy"], 2)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_sigterm_to_the_whole_job_still_saves_and_stops_in_one_line(tmp_path, folder):
+    """A cluster's SIGTERM (a terminal's Ctrl-C too) reaches the DataLoader workers as well: they leave it
+    to the training process, which saves the current step and exits 128 + 15 with its one line (a killed
+    worker used to end training with DataLoader's traceback instead)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "tempoflow.cli", "train", "demo",
+            *folder_args(folder, "train.steps=400", "train.log_every=1", "train.checkpoint_every=1000"),
+            f"out_dir={run}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a job's
+    start = time.time()
+    while not (run / "log.jsonl").exists() or not (run / "log.jsonl").read_text():
+        assert proc.poll() is None and time.time() - start < 60, "training did not start"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)  # the trainer and its workers
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("tempoflow:")]
+    assert len(lines) == 1 and "stopped by SIGTERM at step" in lines[0] and "Traceback" not in err, err[-2000:]

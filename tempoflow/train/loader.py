@@ -13,6 +13,8 @@ trainer checks them against its own draw. A process reads only its own rows.
 
 from __future__ import annotations
 
+import signal
+
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -76,6 +78,15 @@ def _as_is(batch):
     return batch  # __getitems__ already made the batch
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a worker: leave SIGTERM and Ctrl-C to the training process. A cluster's SIGTERM and a terminal's
+    Ctrl-C reach every process of the job; the trainer saves the current step before stopping
+    (``tempoflow.train.signals``), which may take more batches, and a worker they killed would end
+    training with DataLoader's error instead. Workers end when the trainer's loader does, or with it."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class RowLoader:
     """Rows of a lazy dataset for ``steps`` training steps starting at step ``start``, read ahead by
     ``num_workers`` processes (0: read in this process when asked).
@@ -91,7 +102,8 @@ class RowLoader:
     def __init__(self, rows: Rows, generator: torch.Generator, batch_size: int, rank: int, world: int, steps: int,
                  start: int, num_workers: int, pin_memory: bool = False):
         self.step, self.end = start, start + steps
-        workers = {"num_workers": num_workers, "prefetch_factor": PREFETCH_PER_WORKER} if num_workers else {}
+        workers = ({"num_workers": num_workers, "prefetch_factor": PREFETCH_PER_WORKER,
+                    "worker_init_fn": _ignore_stop_signals} if num_workers else {})
         loader = DataLoader(
             _Batches(rows), batch_sampler=StepRows(generator, len(rows), batch_size, rank, world, steps),
             collate_fn=_as_is, pin_memory=pin_memory,

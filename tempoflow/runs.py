@@ -196,9 +196,23 @@ def train(
     Raises:
         ConfigError: another run holds ``cfg.out_dir``, and every error of ``make_trainer`` and ``fit``.
     """
+    preflight(cfg)  # before the lock creates out_dir: a refused run leaves nothing behind
     lock = RunLock(cfg.out_dir) if launcher_rank() == 0 else contextlib.nullcontext()
     with lock:
         return make_trainer(cfg, resume, text).fit(resume=resume, until=until)
+
+
+def preflight(cfg: ExperimentConfig) -> None:
+    """Refuse a run that cannot start, before anything is created or loaded.
+
+    Raises:
+        ConfigError: ``out_dir`` cannot be written (below a file, read-only), the device is missing, or
+            the precision does not run on it (fp16 on the CPU).
+    """
+    problem = unwritable(cfg.out_dir)
+    if problem is not None:
+        raise ConfigError(f"out_dir {cfg.out_dir} cannot be written: {problem}; choose another out_dir")
+    accelerator_settings(cfg.device, cfg.train.mixed_precision)
 
 
 def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder | None = None) -> Trainer:
@@ -214,10 +228,7 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
         CheckpointError: ``resume`` without a checkpoint, or with an unreadable ``latest``/``config.json``.
     """
     out = Path(cfg.out_dir)
-    problem = unwritable(out)
-    if problem is not None:
-        raise ConfigError(f"out_dir {out} cannot be written: {problem}; choose another out_dir")
-    accelerator_settings(cfg.device, cfg.train.mixed_precision)  # a missing GPU or fp16 on the CPU: before the data
+    preflight(cfg)
     found = run_files(out)
     # Under a launcher only the first process judges the folder: the others may already see the
     # config.yaml it writes. If it refuses, the launcher stops them.

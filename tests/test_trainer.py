@@ -291,3 +291,20 @@ def test_an_out_dir_that_cannot_be_written_is_one_line(tiny_cfg, tmp_path, monke
             make_trainer(tiny_cfg(f"out_dir={out}"))
     finally:
         blocker.chmod(0o755) if blocker.is_dir() else None
+
+
+def test_fsdp_shards_each_block_of_the_dit(tiny_cfg):
+    """The units `train.distributed=fsdp` shards one by one: the DiT's blocks (outermost ModuleList
+    elements with parameters), not their insides; the method itself is sharded last (tests/test_distributed)."""
+    from tempoflow.train.sharding import shard_units
+
+    method = build_method(tiny_cfg("model.depth=3"))
+    units = shard_units(method)
+    blocks = [m for m in method.modules() if type(m).__name__ == "DiTBlock"]
+    assert len(blocks) == 3 and units == blocks
+
+
+def test_fsdp_with_one_process_warns_and_trains_unsharded(tiny_cfg):
+    with pytest.warns(UserWarning, match="nothing to shard"):
+        result = train(tiny_cfg("train.distributed=fsdp", "train.steps=2"))
+    assert result.step == 2

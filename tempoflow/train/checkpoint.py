@@ -187,7 +187,8 @@ def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
 
 
 def commit_checkpoint(
-    root: Path, step: int, model: nn.Module, ema: dict[str, torch.Tensor] | None, config: dict, meta: dict
+    root: Path, step: int, model: nn.Module | dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None,
+    config: dict, meta: dict,
 ) -> Path:
     """Add weights and config to the staging folder, rename it to ``root/step_XXXXXXXX``, and
     point ``root/latest`` at it. The resumable state (``state/``) is already in the staging folder;

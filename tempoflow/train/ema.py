@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from tempoflow.errors import CheckpointError
 from tempoflow.train.checkpoint import learned_state
+from tempoflow.train.sharding import copy_full_into
 
 
 class EMA(nn.Module):
@@ -42,7 +43,7 @@ class EMA(nn.Module):
         if weights.keys() != current.keys() or any(weights[k].shape != v.shape for k, v in current.items()):
             raise CheckpointError(f"EMA weights in {where} do not match the model")
         for k, v in current.items():
-            v.copy_(weights[k])
+            copy_full_into(v, weights[k])  # v may be sharded (train.distributed=fsdp)
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:

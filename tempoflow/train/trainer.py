@@ -12,6 +12,7 @@ import json
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,14 @@ from tempoflow.train.checkpoint import (
 from tempoflow.train.ema import EMA
 from tempoflow.train.loader import RowLoader, batch_indices
 from tempoflow.train.optimization import clip_groups, lr_lambda
+from tempoflow.train.sharding import (
+    ShardedOptimizer,
+    full_state,
+    full_tensors,
+    load_full_state,
+    local,
+    shard,
+)
 from tempoflow.train.signals import Interrupted, StopSignals
 from tempoflow.train.state import (
     TrainingState,
@@ -70,6 +79,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16", "fp16" (GPU only)
     compile: bool = False  # torch.compile the method's network (pays on GPU for long runs)
+    # Several processes: "ddp" keeps a whole replica per process and averages gradients; "fsdp" shards
+    # parameters, gradients, optimizer moments and EMA over the processes (tempoflow.train.sharding),
+    # for networks whose training state does not fit one device. Checkpoints are the same either way.
+    distributed: str = "ddp"
     # CPU only: 0 = choose between all cores and one by measured speed while training (degrades
     # gracefully when another job shares the cores; tempoflow.train.threads), N = exactly N threads
     # (bit-for-bit reproducible runs need a fixed count).
@@ -89,6 +102,7 @@ class TrainConfig:
                 f"got {self.min_lr_ratio}")
         require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         require(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
+        require(self.distributed in ("ddp", "fsdp"), f"train.distributed must be ddp or fsdp, got {self.distributed!r}")
         require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
                  f"train.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
 
@@ -179,14 +193,23 @@ class Trainer:
         dev = self.accelerator.device
         if cfg.compile:
             method.compile_networks()
+        self.sharded = cfg.distributed == "fsdp" and self.accelerator.num_processes > 1
+        if cfg.distributed == "fsdp" and not self.sharded:
+            warnings.warn("train.distributed=fsdp with one process: there is nothing to shard over; training "
+                          "unsharded")
+        if self.sharded:  # before the optimizer is built: sharding replaces the parameters
+            shard(method.to(dev))
         params = [p for p in method.parameters() if p.requires_grad]
         if not params:
             raise TrainingError(f"method '{method.name}' has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         # The schedule is not handed to accelerate: its wrapper steps a scheduler once per process per
         # step, which runs the warm-up and decay N times too fast on N processes.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
-        self.method, self.optimizer = self.accelerator.prepare(method, self.optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        if self.sharded:  # a sharded method is not wrapped again (accelerate would add DDP)
+            self.method, self.optimizer = method, self.accelerator.prepare(optimizer)
+        else:
+            self.method, self.optimizer = self.accelerator.prepare(method, optimizer)
         self.ema = EMA(self.unwrapped, cfg.ema_decay).to(dev)
         self.clip_groups = clip_groups(self.unwrapped)
         # One batch stream for all processes (each takes its slice: batch_indices), its own noise each.
@@ -246,7 +269,7 @@ class Trainer:
     def weights_finite(self) -> bool:
         """Whether the weights and EMA weights are finite on every process (one collective)."""
         tensors = [*learned_state(self.unwrapped).values(), *self.ema.averaged().values()]
-        bad = sum((~torch.isfinite(t)).sum() for t in tensors if t.is_floating_point())
+        bad = sum((~torch.isfinite(local(t))).sum() for t in tensors if t.is_floating_point())
         return not bool(self.accelerator.reduce(torch.as_tensor(bad, device=self.accelerator.device).float(), "sum") > 0)
 
     def stop_non_finite(self, what: str) -> TrainingError:
@@ -280,10 +303,11 @@ class Trainer:
             self.accelerator.wait_for_everyone()
             self.save_state(tmp / STATE)
             self.accelerator.wait_for_everyone()
+            weights, ema = self.unwrapped, self.ema.averaged()
+            if self.sharded:  # gathered whole (collectives: every process takes part)
+                weights, ema = full_state(self.unwrapped), full_tensors(ema)
             if self.accelerator.is_main_process:
-                final = commit_checkpoint(
-                    self.ckpt_dir, step, self.unwrapped, self.ema.averaged(), self.config_dict, self.meta
-                )
+                final = commit_checkpoint(self.ckpt_dir, step, weights, ema, self.config_dict, self.meta)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             earlier = newest_finite_checkpoint(self.ckpt_dir)
@@ -299,7 +323,8 @@ class Trainer:
         scaler = self.accelerator.scaler
         state = TrainingState(
             step=self.state.step,
-            optimizer=self.optimizer.state_dict(),
+            optimizer=ShardedOptimizer(self.unwrapped, self.optimizer.optimizer).state_dict() if self.sharded
+            else self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=scaler.state_dict() if scaler is not None else None,
             rng=capture_rng(self.state.batch_gen, self.state.noise_gen),
@@ -320,9 +345,13 @@ class Trainer:
         ckpt = read_checkpoint(self.ckpt_dir)
         ckpt.verify()
         state = read_training_state(ckpt, self.accelerator.process_index, self.accelerator.scaler is not None)
-        load_weights(self.unwrapped, ckpt.tensors(WEIGHTS), ckpt.path / WEIGHTS)
+        if self.sharded:
+            load_full_state(self.unwrapped, ckpt.tensors(WEIGHTS), ckpt.path / WEIGHTS)
+        else:
+            load_weights(self.unwrapped, ckpt.tensors(WEIGHTS), ckpt.path / WEIGHTS)
         self.ema.load(ckpt.tensors(EMA_WEIGHTS), ckpt.path / EMA_WEIGHTS)
-        restore_training_state(ckpt, state, self.optimizer, self.scheduler, self.accelerator.scaler,
+        optimizer = ShardedOptimizer(self.unwrapped, self.optimizer.optimizer) if self.sharded else self.optimizer
+        restore_training_state(ckpt, state, optimizer, self.scheduler, self.accelerator.scaler,
                                self.state.batch_gen, self.state.noise_gen)
         self.state.step = state.step
         self.resumed_from = ckpt.path
@@ -423,7 +452,9 @@ class Trainer:
         while self.state.step < end:
             batch = self.batch()
             try:
-                terms = self.method(batch, self.state.noise_gen)
+                # A sharded method is not wrapped by accelerate, whose wrapper brings the autocast.
+                with self.accelerator.autocast() if self.sharded else contextlib.nullcontext():
+                    terms = self.method(batch, self.state.noise_gen)
                 loss = terms["loss"]
                 finite &= torch.isfinite(loss.detach())  # checked at log/checkpoint steps: no sync here
                 acc.backward(loss)

@@ -248,6 +248,40 @@ def test_lifting_losses_match_their_formulas(physics_cfg):
     assert bce == pytest.approx(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(), rel=1e-5)
 
 
+def test_pushforward_feeds_the_networks_own_prediction_of_the_last_window_frame(physics_cfg):
+    """Reference: a loop over pairs. With lifting.pushforward=1 every pair with j >= 2 sees, as the last
+    frame of its window, F_θ of the window before it with that frame's own fixed label; j = 1 keeps x_0;
+    the earlier window frames and the target stay the data's. With 0 the pairs are untouched."""
+    cfg = physics_cfg("lifting.pushforward=1.0", "lifting.window=2")
+    m = build_method(cfg)
+    randomise(m.net)
+    videos = load_dataset(cfg.data, "train").videos[:3]
+    index = torch.tensor([4, 5, 6])
+    pairs = training_pairs(videos, index, m.window, 4, torch.Generator().manual_seed(2))
+    pushed = m.pushforward(videos, pairs, torch.Generator().manual_seed(3))
+    C = m.channels
+    assert (pairs.frame >= 2).any() and (pairs.frame == 1).any()  # both kinds drawn with this seed
+    for n in range(len(pairs.frame)):
+        b, j = n // 4, int(pairs.frame[n])
+        assert torch.equal(pushed.window[n, :-C], pairs.window[n, :-C]) and torch.equal(pushed.target[n], pairs.target[n])
+        if j == 1:
+            assert torch.equal(pushed.window[n, -C:], videos[b, 0])
+            continue
+        before = torch.cat([videos[b, max(j - 1 - 2 + q, 0)] for q in range(2)])[None]  # frames j-3, j-2
+        label = pair_labels(cfg.lifting.label_seed, torch.tensor([int(index[b])]), torch.tensor([j - 1]), 4)
+        with torch.no_grad():
+            own = m.predict(before, label)[0]
+        torch.testing.assert_close(pushed.window[n, -C:], own)
+        torch.testing.assert_close(pushed.previous[n], own)
+        assert not torch.equal(own, videos[b, j - 1])  # an untrained net: its prediction is not the data
+    m.cfg = physics_cfg().lifting  # pushforward 0: the loss sees the plain pairs
+    batch = {"video": videos, "index": index}
+    plain = m.loss(batch, torch.Generator().manual_seed(2))["loss"]
+    pairs = training_pairs(videos, index, m.window, m.cfg.pairs_per_video, torch.Generator().manual_seed(2))
+    out = m.net(pairs.window, label=pair_labels(0, pairs.index, pairs.frame, 4))
+    assert plain.item() == pytest.approx((out - pairs.target).square().mean().item(), rel=1e-5)
+
+
 def test_ardm_flow_matching_target_is_the_condot_closed_form(physics_cfg):
     """Reference: x_t = t x_1 + (1 − (1 − σ_min) t) x_0 and target x_1 − (1 − σ_min) x_0 (DESIGN §3),
     with the generator's draws replayed in the loss's order (frames, x_0, t)."""

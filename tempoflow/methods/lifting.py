@@ -20,7 +20,7 @@ label through a 2-layer MLP in place of the diffusion-time embedding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -30,7 +30,14 @@ from torch import Tensor
 from tempoflow.configio import require
 from tempoflow.errors import ConfigError
 from tempoflow.methods.base import randn
-from tempoflow.methods.rollout import NextFrameMethod, Step, training_pairs
+from tempoflow.methods.rollout import (
+    NextFrameMethod,
+    Step,
+    TrainingPairs,
+    stack_window,
+    training_pairs,
+    window_frames,
+)
 from tempoflow.nets.unet import UNet, UNetConfig
 
 # SplitMix64 (Steele, Lea & Flood 2014): the golden-ratio increment and the two multipliers of its
@@ -55,6 +62,9 @@ class LiftingConfig:
     loss: str = "auto"  # "l2" (eq. 6), "bce" on logits (app. F, video in [0, 1]); "auto": bce for shapes
     residual: bool = False  # l2 only: the UNet predicts x_k − x_{k−1} (Corollary 1's F = x + dt R)
     pairs_per_video: int = 1  # training pairs drawn from each trajectory of a batch
+    # Fraction of training pairs whose last window frame is the network's own prediction of it (the
+    # pushforward trick, Brandstetter et al. 2022 §2.3; see StochasticLifting.pushforward); 0 = the paper.
+    pushforward: float = 0.0
     eval_trajectories: int = 64  # N trajectories rolled out by `tempoflow eval` (paper: 512)
     unet: UNetConfig = field(default_factory=UNetConfig)  # defaults: the paper's "medium" UNet
 
@@ -64,6 +74,7 @@ class LiftingConfig:
         require(self.loss in LIFTING_LOSSES, f"lifting.loss must be one of {LIFTING_LOSSES}, got {self.loss!r}")
         require(not (self.residual and self.loss == "bce"), "lifting.residual needs an l2 loss, not bce")
         require(self.pairs_per_video >= 1, f"lifting.pairs_per_video must be >= 1, got {self.pairs_per_video}")
+        require(0.0 <= self.pushforward <= 1.0, f"lifting.pushforward must be in [0, 1], got {self.pushforward}")
         require(self.eval_trajectories >= 2,
                  f"lifting.eval_trajectories must be >= 2, got {self.eval_trajectories}")
 
@@ -169,6 +180,8 @@ class StochasticLifting(NextFrameMethod):
         pairs = training_pairs(
             batch["video"], batch["index"], self.window, self.cfg.pairs_per_video, generator
         )
+        if self.cfg.pushforward > 0:
+            pairs = self.pushforward(batch["video"], pairs, generator)
         # ξ of each pair: a function of (label_seed, trajectory, frame), never drawn from the generator.
         label = pair_labels(self.label_seed, pairs.index, pairs.frame, self.label_dim)  # (N, d)
         out = self.net(pairs.window, label=label.to(pairs.window.device))  # (N, C, H, W)
@@ -178,6 +191,29 @@ class StochasticLifting(NextFrameMethod):
             target = pairs.target - pairs.previous if self.residual else pairs.target
             loss = (out.float() - target.float()).square().mean()
         return {"loss": loss}
+
+    @torch.no_grad()
+    def pushforward(self, videos: Tensor, pairs: TrainingPairs, generator: torch.Generator | None) -> TrainingPairs:
+        """Replace, in a fraction ``lifting.pushforward`` of the pairs, the window's last frame ``x_{j−1}``
+        by the network's own prediction of it, ``x̂_{j−1} = F_θ(x_{j−1−m..j−2}, ξ_{i,j−1})`` with that
+        pair's fixed label (no gradient through it), so the network learns to map the frames it will be
+        fed in a roll-out — with its own small errors — back onto the data, instead of compounding them
+        (the pushforward trick of Brandstetter, Worrall & Welling 2022, §2.3, with lifting's labels).
+        With the pair's own label ``x̂_{j−1}`` is the network's version of the true ``x_{j−1}``, so the
+        target ``x_j`` still follows it. Pairs with ``j = 1`` keep ``x_0``, which a roll-out is given.
+
+        One extra forward pass of every pair, computed for all and selected per pair (no host sync).
+        """
+        C = self.channels
+        chosen = torch.rand(pairs.frame.shape, generator=generator, device=generator.device if generator
+                            is not None else "cpu").cpu() < self.cfg.pushforward  # (N,)
+        chosen &= pairs.frame >= 2
+        before = (pairs.frame - 1).clamp_min(1)  # (N,) the frame each pair's last window frame is
+        window = stack_window(window_frames(videos, pairs.rows, before, self.window))  # (N, m·C, H, W)
+        label = pair_labels(self.label_seed, pairs.index, before, self.label_dim).to(window.device)
+        own = self.predict(window, label)  # (N, C, H, W) what a roll-out would feed back
+        last = torch.where(chosen.to(own.device)[:, None, None, None], own.to(pairs.previous.dtype), pairs.previous)
+        return replace(pairs, window=torch.cat([pairs.window[:, :-C], last], dim=1), previous=last)
 
     def next_frame(self, window: Tensor, generator: torch.Generator | None = None) -> Step:
         """Algorithm 2, one frame: a fresh label per sample, one network call. ``window`` ``(N, m·C, H, W)``."""

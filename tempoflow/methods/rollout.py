@@ -61,6 +61,7 @@ class TrainingPairs:
         previous: ``(N, C, H, W)`` the last frame of the window.
         index: ``(N,)`` long, CPU: the trajectory (row of the training set) of each pair.
         frame: ``(N,)`` long, CPU: the target's frame index ``j`` (0-based, ``1 <= j <= T − 1``).
+        rows: ``(N,)`` long, CPU: the row of each pair's trajectory in the batch's ``videos``.
     """
 
     window: Tensor
@@ -68,6 +69,7 @@ class TrainingPairs:
     previous: Tensor
     index: Tensor
     frame: Tensor
+    rows: Tensor
 
 
 def stack_window(frames: Tensor) -> Tensor:
@@ -106,18 +108,31 @@ def training_pairs(
     device = generator.device if generator is not None else videos.device
     frame = torch.randint(1, T, (B * per_video,), generator=generator, device=device).cpu()  # (N,)
     rows = torch.arange(B).repeat_interleave(per_video)  # (N,)
-    # Window frames j − m .. j − 1; indices before 0 repeat frame 0 (see the module docstring).
-    offsets = torch.arange(-window, 0)  # (m,)
-    taken = (frame[:, None] + offsets).clamp_min(0)  # (N, m)
-    rows_dev, taken_dev, frame_dev = rows.to(videos.device), taken.to(videos.device), frame.to(videos.device)
-    history = videos[rows_dev[:, None], taken_dev]  # (N, m, C, H, W)
+    history = window_frames(videos, rows, frame, window)  # (N, m, C, H, W)
     return TrainingPairs(
         window=stack_window(history),
-        target=videos[rows_dev, frame_dev],  # (N, C, H, W)
+        target=videos[rows.to(videos.device), frame.to(videos.device)],  # (N, C, H, W)
         previous=history[:, -1],  # (N, C, H, W)
         index=index.cpu()[rows],
         frame=frame,
+        rows=rows,
     )
+
+
+def window_frames(videos: Tensor, rows: Tensor, frame: Tensor, window: int) -> Tensor:
+    """The ``m`` frames ``j − m .. j − 1`` before target frame ``j`` of each trajectory; indices before 0
+    repeat frame 0 (see the module docstring).
+
+    Args:
+        videos: ``(B, T, C, H, W)``.
+        rows, frame: ``(N,)`` long, CPU: the trajectory (row of ``videos``) and target frame of each pair.
+        window: ``m``.
+
+    Returns:
+        ``(N, m, C, H, W)``, oldest first.
+    """
+    taken = (frame[:, None] + torch.arange(-window, 0)).clamp_min(0)  # (N, m)
+    return videos[rows.to(videos.device)[:, None], taken.to(videos.device)]
 
 
 def rollout(

@@ -56,10 +56,10 @@ class EvalConfig:
     time_rate: int = 3
     time_extent: float = 2.0
     # Trajectory methods (lifting, ardm): probabilistic scores of ensembles of roll-outs (CRPS, spread/skill,
-    # energy spectrum, VRMSE). The first ensemble_starts test trajectories verify; each distinct start is
-    # rolled out ensemble_size times (trajectories with the same first frames share one ensemble).
+    # energy spectrum, VRMSE). ensemble_size roll-outs from each of the first ensemble_starts distinct first
+    # frames of the test trajectories; every test trajectory that starts there verifies its ensemble.
     ensemble_size: int = 16  # M members per initial condition
-    ensemble_starts: int = 8  # verifying test trajectories
+    ensemble_starts: int = 8  # initial conditions rolled out (physics from its fixed state: 1 in all)
     # VRMSE window boundaries over the generated steps: "a:b" averages steps a+1 .. b (The Well's naming);
     # empty = The Well's log-spaced windows (0, 1, ..., S in 5 points).
     rollout_windows: tuple[int, ...] = ()

@@ -19,11 +19,11 @@ from tempoflow.metrics.probabilistic import crps_ensemble, vrmse
 from .test_lifting import TINY_PHYSICS
 
 
-def test_distinct_starts_group_equal_first_frames():
-    a, b = torch.zeros(1, 2, 3, 3), torch.ones(1, 2, 3, 3)
-    starts, which = distinct_starts(torch.stack([a, b, a, b, b]))  # (5, 1, 2, 3, 3)
-    assert starts.shape == (2, 1, 2, 3, 3)
-    assert torch.equal(starts[which], torch.stack([a, b, a, b, b]))
+def test_distinct_starts_group_equal_first_frames_in_order_of_appearance():
+    a, b, c = torch.zeros(1, 2, 3, 3), torch.ones(1, 2, 3, 3), -torch.ones(1, 2, 3, 3)
+    starts, which = distinct_starts(torch.stack([b, a, b, c, a]))  # (5, 1, 2, 3, 3)
+    assert starts.shape == (3, 1, 2, 3, 3) and which.tolist() == [0, 1, 0, 2, 1]
+    assert torch.equal(starts[which], torch.stack([b, a, b, c, a]))
 
 
 def test_ensemble_scores_match_the_metrics_step_by_step():
@@ -32,8 +32,8 @@ def test_ensemble_scores_match_the_metrics_step_by_step():
     ensembles = torch.randn(2, 5, 4, 1, 8, 8, generator=g)  # (U, M, S, C, H, W)
     truth = torch.randn(3, 4, 1, 8, 8, generator=g)  # (K, S, C, H, W)
     which = torch.tensor([1, 0, 1])
-    summary, curves = ensemble_scores(ensembles, truth, which, windows=(0, 2, 4))
-    per = curves["per_step"]
+    scores = ensemble_scores(ensembles, truth, which, windows=(0, 2, 4))
+    summary, per = scores.summary, scores.curves["per_step"]
     for s in range(4):
         crps = torch.stack([crps_ensemble(ensembles[which[k], :, s].double(), truth[k, s].double()).mean()
                             for k in range(3)]).mean()
@@ -56,7 +56,7 @@ def test_a_reliable_ensemble_scores_as_the_truth_does():
     centre = torch.randn(1, 1, 2, 1, 16, 16, generator=g)
     ensembles = centre + torch.randn(1, 64, 2, 1, 16, 16, generator=g)
     truth = centre[0] + torch.randn(40, 2, 1, 16, 16, generator=g)
-    summary, _ = ensemble_scores(ensembles, truth, torch.zeros(40, dtype=torch.long))
+    summary = ensemble_scores(ensembles, truth, torch.zeros(40, dtype=torch.long)).summary
     assert abs(summary["spread_skill_ratio_corrected"] - 1) < 0.03
     assert summary["spectrum_error"] < 0.1
     # member − truth has variance 2 per pixel; the truth's spatial variance is var(centre) + 1 ≈ 2: VRMSE ≈ 1

@@ -12,6 +12,7 @@ ensemble verifies against every held-out simulation.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -29,15 +30,35 @@ from tempoflow.report.html import svg_curves
 
 
 def distinct_starts(starts: Tensor) -> tuple[Tensor, Tensor]:
-    """The distinct initial conditions among ``starts`` ``(K, k, C, H, W)``: ``(U, k, C, H, W)`` and the
-    ``(K,)`` index of each trajectory's one (trajectories with equal first frames share an ensemble)."""
+    """The distinct initial conditions among ``starts`` ``(K, k, C, H, W)`` in order of first appearance,
+    ``(U, k, C, H, W)``, and the ``(K,)`` index of each trajectory's one (trajectories with equal first
+    frames share an ensemble)."""
     unique, inverse = torch.unique(starts.flatten(1), dim=0, return_inverse=True)
-    return unique.reshape(-1, *starts.shape[1:]), inverse
+    rows = torch.arange(len(starts))
+    first = torch.full((len(unique),), len(starts)).scatter_reduce(0, inverse, rows, "amin")  # (U,)
+    order = first.argsort()  # unique rows by first appearance
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return unique[order].reshape(-1, *starts.shape[1:]), rank[inverse]
+
+
+@dataclass
+class EnsembleScores:
+    """What :func:`ensemble_scores` returns.
+
+    Attributes:
+        summary: scalars (and the window dicts) for ``metrics.json``'s ``ensemble``.
+        curves: ``{"per_step": {score: [S values]}, "spectrum": {...}}``: per-step scores and the last
+            step's spectra, for plots and ``metrics.json``'s ``ensemble_curves``.
+    """
+
+    summary: dict
+    curves: dict
 
 
 def ensemble_scores(
     ensembles: Tensor, truth: Tensor, which: Tensor, windows: tuple[int, ...] = ()
-) -> tuple[dict, dict]:
+) -> EnsembleScores:
     """Score ensembles of generated steps against the true ones.
 
     Per step ``s`` (means over verifying trajectories, channels and pixels; float64):
@@ -61,8 +82,7 @@ def ensemble_scores(
         windows: step boundaries for :func:`window_means`.
 
     Returns:
-        ``(summary, curves)``: scalars (and the window dicts) for ``metrics.json``; per-step lists and the
-        spectra of the last step for plots.
+        :class:`EnsembleScores`.
     """
     if ensembles.dim() != 6 or ensembles.shape[2:] != truth.shape[1:] or which.shape != truth.shape[:1]:
         raise ValueError(f"ensembles (U, M, S, C, H, W), truth (K, S, C, H, W) and which (K,) disagree: "
@@ -117,7 +137,7 @@ def ensemble_scores(
         "spectrum": {"wavenumber": list(range(len(last["true"]))), **{f"last_step_{n}": v for n, v in last.items()},
                      "log_ratio_mean_over_steps": torch.stack(log_ratios).mean(0).tolist()},
     }
-    return summary, curves
+    return EnsembleScores(summary, curves)
 
 
 def ensemble_plots(curves: dict, times: list[float], floor: dict | None = None) -> tuple[dict, dict]:

@@ -8,8 +8,8 @@ the one fixed initial state), then scores them
   mass distributions — next to the same metrics between the training and the test simulations, the floor
   that finite sample sizes leave;
 * with probabilistic scores of ensembles (``evaluate.ensembles``; issue 17): ``eval.ensemble_size`` roll-outs
-  from the first frames of each of the first ``eval.ensemble_starts`` test trajectories, scored against
-  its true continuation per step — CRPS (ensemble and fair), spread/skill, energy-spectrum error, VRMSE per
+  from each of the first ``eval.ensemble_starts`` distinct first frames of the test trajectories, scored
+  against the true continuation of every test trajectory that starts there, per step — CRPS (ensemble and fair), spread/skill, energy-spectrum error, VRMSE per
   step and over roll-out windows; with one shared initial state the training simulations as the ensemble
   give the floor;
 * against the training set by nearest-neighbour distances (appendix C: are samples copies?);
@@ -34,7 +34,7 @@ from torch import Tensor
 from tempoflow.config import ExperimentConfig
 from tempoflow.data import PHYSICS_KINDS, is_field_data, load_dataset
 from tempoflow.data.io import write_video
-from tempoflow.evaluate.ensembles import distinct_starts, ensemble_plots, ensemble_scores
+from tempoflow.evaluate.ensembles import EnsembleScores, distinct_starts, ensemble_plots, ensemble_scores
 from tempoflow.evaluate.record import write_record
 from tempoflow.methods.rollout import NextFrameMethod
 from tempoflow.metrics.qoi import (
@@ -156,38 +156,43 @@ def timed_rollout(method: NextFrameMethod, initial: Tensor, steps: int, seed: in
 
 def ensemble_evaluation(
     method: NextFrameMethod, test: Tensor, train: Tensor, context: int, cfg: ExperimentConfig
-) -> tuple[dict, dict]:
-    """Roll out ``eval.ensemble_size`` members from each distinct start among the first
-    ``eval.ensemble_starts`` test trajectories and score them (:func:`ensemble_scores`).
+) -> EnsembleScores:
+    """Roll out ``eval.ensemble_size`` members from each of the first ``eval.ensemble_starts`` distinct
+    starts of the test trajectories, and score them against every test trajectory that begins there
+    (:func:`ensemble_scores`; physics data from its fixed initial state: one ensemble, every held-out
+    simulation verifies it).
 
     Args:
         test, train: ``(N, T, C, H, W)`` true trajectories of the two splits.
         context: given frames at the start of each trajectory.
 
     Returns:
-        ``(summary, curves)``: the scores for ``metrics.json`` (with ``initial_conditions``, the ensembles
-        rolled out, and ``reference_train_vs_test``: the same scores of ``M`` training simulations as the
-        ensemble, where every trajectory of both splits starts from one state, else a note) and the
-        per-step curves (``train_vs_test`` with the floor's).
+        :class:`EnsembleScores` whose summary adds ``initial_conditions`` (the ensembles rolled out) and
+        ``reference_train_vs_test``: the same scores of ``M`` training simulations as the ensemble, where
+        every trajectory of both splits starts from one state (else a note), whose curves are under the
+        curves' ``train_vs_test``.
     """
-    size, truth = cfg.eval.ensemble_size, test[: cfg.eval.ensemble_starts]
-    starts, which = distinct_starts(truth[:, :context])  # (U, k, C, H, W), (K,)
+    size = cfg.eval.ensemble_size
+    starts, which = distinct_starts(test[:, :context])  # (U, k, C, H, W), (N,)
+    starts = starts[: cfg.eval.ensemble_starts]
+    verifying = which < len(starts)
+    truth, which = test[verifying], which[verifying]  # (K, T, C, H, W), (K,)
     steps = truth.shape[1] - context
     run = timed_rollout(method, starts.repeat_interleave(size, 0), steps, cfg.sample.seed)
     ensembles = run["frames"][:, context:].reshape(len(starts), size, steps, *truth.shape[2:])  # (U, M, S, ...)
-    summary, curves = ensemble_scores(ensembles, truth[:, context:], which, cfg.eval.rollout_windows)
-    summary["initial_conditions"] = len(starts)
+    scores = ensemble_scores(ensembles, truth[:, context:], which, cfg.eval.rollout_windows)
+    scores.summary["initial_conditions"] = len(starts)
     one_start = len(starts) == 1 and bool((train[:, :context] == starts[0]).all())
     if one_start and len(train) >= size:  # exchangeable with the truth: what a perfect emulator would score
-        floor, floor_curves = ensemble_scores(train[None, :size, context:], truth[:, context:], which * 0,
-                                              cfg.eval.rollout_windows)
-        summary["reference_train_vs_test"] = {k: v for k, v in floor.items() if "windows" not in k}
-        curves["train_vs_test"] = floor_curves
+        floor = ensemble_scores(train[None, :size, context:], truth[:, context:], which * 0,
+                                cfg.eval.rollout_windows)
+        scores.summary["reference_train_vs_test"] = {k: v for k, v in floor.summary.items() if "windows" not in k}
+        scores.curves["train_vs_test"] = floor.curves
     else:
-        summary["reference_train_vs_test"] = (
+        scores.summary["reference_train_vs_test"] = (
             f"n/a: needs one initial state shared by all trajectories and >= {size} training trajectories"
         )
-    return summary, curves
+    return scores
 
 
 def evaluate_trajectories(
@@ -212,7 +217,8 @@ def evaluate_trajectories(
     # The same metrics between two sets of true simulations: what finite samples alone cost.
     floor = trajectory_scores(train.videos[:n], truth, times, cfg.data.name, context)
     metrics["reference_train_vs_test"] = floor
-    metrics["ensemble"], ensemble_curves = ensemble_evaluation(method, truth, train.videos, context, cfg)
+    ensemble = ensemble_evaluation(method, truth, train.videos, context, cfg)
+    metrics["ensemble"], ensemble_curves = ensemble.summary, ensemble.curves
     memo = memorisation_report(generated[:, context:], train.videos[:, context:])
     metrics["memorisation"] = {k: v for k, v in memo.items() if not isinstance(v, Tensor)}
     metrics.update(

@@ -82,6 +82,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_well(args: argparse.Namespace) -> int:
+    from tempoflow.config import load_config
+    from tempoflow.data import export_the_well
+
+    cfg = load_config(args.config, args.overrides)
+    paths = export_the_well(cfg.data, args.out, tuple(args.splits))
+    print(f"wrote {', '.join(str(p) for p in paths)}; train with data.name=the_well data.the_well.path={args.out}")
+    return 0
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from tempoflow.config import load_config
     from tempoflow.data import load_dataset
@@ -287,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--weights", default="ema", metavar="ema|raw",
                         help="the checkpoint's EMA weights (default) or its trained ones (raw, model.safetensors)")
 
-    data = sub.add_parser("data", help="render a dataset to videos, or encode it to a latent cache")
+    data = sub.add_parser("data", help="render a dataset to videos, encode it to a latent cache, or write it in The Well's layout")
     data_sub = data.add_subparsers(dest="action", required=True)
     d = data_sub.add_parser("render", help="render a dataset to mp4 files with a manifest.csv")
     d.add_argument("config", help="YAML config or packaged name (its data section is used)")
@@ -302,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="cache folder (then train with data.latent_cache=FOLDER)")
     e.add_argument("--splits", nargs="+", default=["train"])
     e.set_defaults(func=cmd_encode)
+    w = data_sub.add_parser("well", help="write a physics dataset (wave, porous, sde) in The Well's HDF5 layout")
+    w.add_argument("config", help="YAML config or packaged name (its data section is used), e.g. wave_lifting")
+    add_overrides(w, "the config, e.g. data.physics.size=64")
+    w.add_argument("--out", required=True, help="dataset folder: writes OUT/data/<split>/<kind>_<split>.hdf5")
+    w.add_argument("--splits", nargs="+", default=["train", "test"])
+    w.set_defaults(func=cmd_well)
 
     t = sub.add_parser("train", help="train the method a config names")
     t.add_argument("config", help="YAML config file, or a packaged config's name, e.g. shapes_flow "

@@ -55,10 +55,23 @@ class EvalConfig:
     # scored against the renderer at those times (interpolation and extrapolation).
     time_rate: int = 3
     time_extent: float = 2.0
+    # Trajectory methods (lifting, ardm): probabilistic scores of ensembles of roll-outs (CRPS, spread/skill,
+    # energy spectrum, VRMSE). ensemble_size roll-outs from each of the first ensemble_starts distinct first
+    # frames of the test trajectories; every test trajectory that starts there verifies its ensemble.
+    ensemble_size: int = 16  # M members per initial condition
+    ensemble_starts: int = 8  # initial conditions rolled out (physics from its fixed state: 1 in all)
+    # VRMSE window boundaries over the generated steps: "a:b" averages steps a+1 .. b (The Well's naming);
+    # empty = The Well's log-spaced windows (0, 1, ..., S in 5 points).
+    rollout_windows: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         require(self.time_rate >= 1, f"eval.time_rate must be >= 1, got {self.time_rate}")
         require(self.time_extent >= 1.0, f"eval.time_extent must be >= 1, got {self.time_extent}")
+        require(self.ensemble_size >= 2, f"eval.ensemble_size must be >= 2, got {self.ensemble_size}")
+        require(self.ensemble_starts >= 1, f"eval.ensemble_starts must be >= 1, got {self.ensemble_starts}")
+        w = list(self.rollout_windows)
+        require(not w or (len(w) >= 2 and w[0] >= 0 and w == sorted(set(w))),
+                f"eval.rollout_windows must be empty or >= 2 increasing steps >= 0, got {w}")
 
 
 @dataclass(frozen=True)

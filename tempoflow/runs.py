@@ -121,8 +121,10 @@ def caption_vocabulary(data: DataConfig) -> list[str]:
 
 
 def starts_at_zero(data: DataConfig) -> bool:
-    """Frame 0 is the physics initial state at t = 0 (``data.physics.include_initial``); otherwise video
-    frame k (1-based) sits at k / fps (DESIGN §1)."""
+    """Frame 0 is the physics initial state at t = 0 (``data.physics.include_initial``; The Well's first
+    stored step); otherwise video frame k (1-based) sits at k / fps (DESIGN §1)."""
+    if data.name == "the_well":
+        return True
     return is_field_data(data) and data.physics.include_initial
 
 

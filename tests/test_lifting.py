@@ -363,7 +363,8 @@ def test_train_eval_sample_through_the_cli(tmp_path, method, kind):
     config = {"lifting": "sde_lifting", "ardm": "wave_ardm"}[method]
     assert main(["train", config, *overrides, f"method={method}"]) == 0
     ev = tmp_path / "eval"
-    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "eval_trajectories"]) == 0
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "eval_trajectories",
+                 "eval.ensemble_size=4"]) == 0
     record = json.loads((ev / "metrics.json").read_text())
     m = record["metrics"]
     assert m["trajectories"] == 4 and m["frames"] == 7 and m["given_frames"] == 1
@@ -371,8 +372,19 @@ def test_train_eval_sample_through_the_cli(tmp_path, method, kind):
     assert math.isfinite(m["wct"]) and m["wim"] >= 0 and 0 <= m["crossed_generated"] <= 1
     assert {"wct", "wim"} <= set(m["reference_train_vs_test"]) and m["memorisation"]["sample_median"] > 0
     assert record["checkpoint_sha256"] and record["hardware"] and record["config"]["method"] == method
+    # the probabilistic scores (issue 17): one ensemble of 4 from the fixed initial state, verified against
+    # the 3 held-out simulations; the 9 training simulations give the floor
+    ens = m["ensemble"]
+    assert ens["members"] == 4 and ens["initial_conditions"] == 1 and ens["verifying_trajectories"] == 3
+    for key in ("crps", "crps_fair", "spread", "skill", "spread_skill_ratio", "spectrum_error", "vrmse",
+                "vrmse_ensemble_mean"):
+        assert math.isfinite(ens[key]) and ens[key] >= 0, key
+        assert math.isfinite(ens["reference_train_vs_test"][key]), key
+    assert list(ens["vrmse_windows"]) == ["0:1", "1:2", "2:3", "3:6"]  # The Well's log-spaced windows of 6 steps
+    assert len(record["ensemble_curves"]["per_step"]["crps"]) == 6 == len(record["ensemble_curves"]["time"])
     html = (ev / "report.html").read_text()
     assert "data:image/gif;base64," in html and 'class="histogram"' in html and "Crossing time" in html
+    assert "CRPS per frame" in html and "Radially averaged energy spectrum" in html
     size = 16 if kind == "wave" else 8
     assert load_file(str(ev / "samples.safetensors"))["trajectories"].shape == (4, 7, 1, size, size)
 

@@ -23,7 +23,7 @@ from tempoflow.errors import ConfigError, MissingExtraError
 from .conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONAL = ("diffusers", "sklearn", "matplotlib")  # what the extras install (pyproject)
+OPTIONAL = ("diffusers", "sklearn", "matplotlib", "h5py")  # what the extras install (pyproject)
 
 
 def _env() -> dict:

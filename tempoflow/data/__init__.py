@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +18,7 @@ from tempoflow.data.physics.porous import PorousConfig
 from tempoflow.data.physics.sde import SDEConfig
 from tempoflow.data.physics.wave import WaveConfig
 from tempoflow.data.shapes import ShapesConfig
+from tempoflow.data.the_well import WELL_SPLITS, TheWellConfig
 from tempoflow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
     from tempoflow.data.shapes import ShapesDataset
 
 PHYSICS_KINDS = ("wave", "porous", "sde")  # data.name values served by tempoflow.data.physics
-DATASETS = ("shapes", "digits", "folder", *PHYSICS_KINDS)
+FIELD_KINDS = (*PHYSICS_KINDS, "the_well")  # fields (signed, not clamped): our simulators and The Well's files
+DATASETS = ("shapes", "digits", "folder", *FIELD_KINDS)
 PHYSICS_SPLITS = ("train", "test")
 LOADING = ("auto", "memory", "lazy")  # data.loading
 
@@ -63,14 +66,15 @@ class PhysicsConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset to train on; ``name`` selects the sub-config that is used: "shapes" or "digits"
-    (captioned video), "folder" (your videos: a folder or an Open-Sora-style CSV), or a physics kind
-    "wave", "porous", "sde" (``physics``)."""
+    (captioned video), "folder" (your videos: a folder or an Open-Sora-style CSV), a physics kind
+    "wave", "porous", "sde" (``physics``), or "the_well" (trajectories in The Well's HDF5 files)."""
 
     name: str = "shapes"
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     digits: DigitsConfig = field(default_factory=DigitsConfig)  # used when name is "digits"
     folder: FolderConfig = field(default_factory=FolderConfig)  # used when name is "folder": your videos
+    the_well: TheWellConfig = field(default_factory=TheWellConfig)  # used when name is "the_well"
     # Folder written by `tempoflow data encode`: train on its latents instead of encoding every batch.
     latent_cache: str = ""
     # How training reads its rows: "memory" = the whole split up front, held on the device; "lazy" = each
@@ -93,10 +97,11 @@ class TrajectoryDataset:
         videos: ``(M, T, C, H, W)`` float32 fields, not clamped (DESIGN §1).
         times: ``(T,)`` float32 seconds of each frame: ``k / fps``, ``k = 0..T−1`` when the fixed initial
             state is frame 0 (``data.physics.include_initial``), else ``k = 1..T``.
-        indices: ``(M,)`` long, the simulator's trajectory index ``i`` of each video.
-        fps: frames per second, ``n_times / t_end``.
-        kind: "wave", "porous" or "sde".
-        split: "train" or "test".
+        indices: ``(M,)`` long, the simulator's trajectory index ``i`` of each video (The Well: the index
+            among all trajectories of the source, in file order).
+        fps: frames per second, ``n_times / t_end`` (The Well: one over the kept steps' spacing).
+        kind: "wave", "porous", "sde" or "the_well".
+        split: "train" or "test" (The Well also "valid").
         captions: always None: physics data is unconditional.
     """
 
@@ -114,7 +119,7 @@ class TrajectoryDataset:
 
 def is_field_data(cfg: DataConfig) -> bool:
     """Physics fields (signed, not clamped; DESIGN §1) rather than video in [0, 1]."""
-    return cfg.name in PHYSICS_KINDS
+    return cfg.name in FIELD_KINDS
 
 
 def _check(cfg: DataConfig) -> None:
@@ -173,14 +178,51 @@ def load_physics(cfg: DataConfig, split: str) -> TrajectoryDataset:
     return TrajectoryDataset(videos, times, data.indices, frame_rate(cfg), cfg.name, split)
 
 
+def load_the_well_split(cfg: DataConfig, split: str) -> TrajectoryDataset:
+    """One split of The Well's files under ``data.the_well.path`` (``tempoflow.data.the_well``)."""
+    from tempoflow.data.the_well import load_the_well
+
+    if split not in WELL_SPLITS:
+        raise ConfigError(f"data.name=the_well has the splits {', '.join(WELL_SPLITS)}, not '{split}'")
+    data = load_the_well(cfg.the_well, split)
+    return TrajectoryDataset(data.videos, data.times, data.indices, data.fps, "the_well", split)
+
+
+# Field names of the physics kinds' channels when written in The Well's layout.
+PHYSICS_FIELDS = {"wave": ("displacement",), "porous": ("saturation", "pressure"), "sde": ("intensity",)}
+
+
+def export_the_well(cfg: DataConfig, out: str | Path, splits: tuple[str, ...] = ("train", "test")) -> list[Path]:
+    """Write the physics kind ``cfg.name``'s splits in The Well's layout: ``out/data/<split>/<kind>_<split>.hdf5``
+    (a dataset folder ``data.the_well.path=out`` reads back exactly), with the kind's numeric settings as
+    ``@simulation_parameters``."""
+    from tempoflow.data.physics import NOT_DATA
+    from tempoflow.data.the_well import write_well
+
+    if cfg.name not in PHYSICS_KINDS:
+        raise ConfigError(f"only the physics kinds ({', '.join(PHYSICS_KINDS)}) are written in The Well's layout, "
+                          f"not data.name={cfg.name}")
+    parameters = {k: float(v) for k, v in _kind_settings(cfg).items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_DATA}
+    paths = []
+    for split in splits:
+        data = load_physics(cfg, split)
+        names = list(PHYSICS_FIELDS[cfg.name][: data.videos.shape[2]])
+        paths.append(write_well(Path(out) / "data" / split / f"{cfg.name}_{split}.hdf5", data.videos, data.times,
+                                names, f"tempoflow_{cfg.name}", parameters=parameters))
+    return paths
+
+
 def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset | DigitsDataset | TrajectoryDataset:
     """The videos (with captions and buckets for shapes and digits) of one split: "train", "test" or
-    "heldout" for shapes and digits; "train" or "test" for the physics kinds."""
+    "heldout" for shapes and digits; "train" or "test" for the physics kinds (and "valid" for The Well)."""
     from tempoflow.data.shapes import make_shapes
 
     _check(cfg)
     if cfg.name in PHYSICS_KINDS:
         return load_physics(cfg, split)
+    if cfg.name == "the_well":
+        return load_the_well_split(cfg, split)
     if cfg.name == "folder":
         from tempoflow.data.folder import make_folder
 
@@ -226,8 +268,13 @@ def open_rows(cfg: DataConfig, split: str) -> FolderClips:
 
 
 def video_shape(cfg: DataConfig) -> tuple[int, int, int, int]:
-    """``(T, C, H, W)`` of the dataset's videos, known from the config alone."""
+    """``(T, C, H, W)`` of the dataset's videos, known from the config alone (The Well: and the files'
+    headers)."""
     _check(cfg)
+    if cfg.name == "the_well":
+        from tempoflow.data.the_well import well_shape
+
+        return well_shape(cfg.the_well)[0]
     if cfg.name in PHYSICS_KINDS:
         p = cfg.physics
         channels = 2 if cfg.name == "porous" and p.porous.with_pressure else 1
@@ -238,8 +285,12 @@ def video_shape(cfg: DataConfig) -> tuple[int, int, int, int]:
 
 def frame_rate(cfg: DataConfig) -> float:
     """Frames per second of the dataset's videos (frame k, 1-based, at t = k / fps seconds; physics data
-    with its initial state has that state as frame 0 at t = 0)."""
+    with its initial state, and The Well's, have their first state as frame 0 at t = 0)."""
     _check(cfg)
+    if cfg.name == "the_well":
+        from tempoflow.data.the_well import well_shape
+
+        return well_shape(cfg.the_well)[1]
     if cfg.name in PHYSICS_KINDS:
         return cfg.physics.n_times / getattr(cfg.physics, cfg.name).t_end
     return float({"digits": cfg.digits, "folder": cfg.folder}.get(cfg.name, cfg.shapes).fps)

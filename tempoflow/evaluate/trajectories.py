@@ -7,6 +7,11 @@ the one fixed initial state), then scores them
   distributions (times normalised to [0, 1] as in D.4), and WIM, the time-averaged W2 between the per-frame
   mass distributions — next to the same metrics between the training and the test simulations, the floor
   that finite sample sizes leave;
+* with probabilistic scores of ensembles (``evaluate.ensembles``; issue 17): ``eval.ensemble_size`` roll-outs
+  from each of the first ``eval.ensemble_starts`` distinct first frames of the test trajectories, scored
+  against the true continuation of every test trajectory that starts there, per step — CRPS (ensemble and fair), spread/skill, energy-spectrum error, VRMSE per
+  step and over roll-out windows; with one shared initial state the training simulations as the ensemble
+  give the floor;
 * against the training set by nearest-neighbour distances (appendix C: are samples copies?);
 * by wall time per generated frame and network calls (NFE) per frame.
 
@@ -27,8 +32,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from tempoflow.config import ExperimentConfig
-from tempoflow.data import PHYSICS_KINDS, load_dataset
+from tempoflow.data import PHYSICS_KINDS, is_field_data, load_dataset
 from tempoflow.data.io import write_video
+from tempoflow.evaluate.ensembles import EnsembleScores, distinct_starts, ensemble_plots, ensemble_scores
 from tempoflow.evaluate.record import write_record
 from tempoflow.methods.rollout import NextFrameMethod
 from tempoflow.metrics.qoi import (
@@ -148,6 +154,47 @@ def timed_rollout(method: NextFrameMethod, initial: Tensor, steps: int, seed: in
             "settings": out.settings}
 
 
+def ensemble_evaluation(
+    method: NextFrameMethod, test: Tensor, train: Tensor, context: int, cfg: ExperimentConfig
+) -> EnsembleScores:
+    """Roll out ``eval.ensemble_size`` members from each of the first ``eval.ensemble_starts`` distinct
+    starts of the test trajectories, and score them against every test trajectory that begins there
+    (:func:`ensemble_scores`; physics data from its fixed initial state: one ensemble, every held-out
+    simulation verifies it).
+
+    Args:
+        test, train: ``(N, T, C, H, W)`` true trajectories of the two splits.
+        context: given frames at the start of each trajectory.
+
+    Returns:
+        :class:`EnsembleScores` whose summary adds ``initial_conditions`` (the ensembles rolled out) and
+        ``reference_train_vs_test``: the same scores of ``M`` training simulations as the ensemble, where
+        every trajectory of both splits starts from one state (else a note), whose curves are under the
+        curves' ``train_vs_test``.
+    """
+    size = cfg.eval.ensemble_size
+    starts, which = distinct_starts(test[:, :context])  # (U, k, C, H, W), (N,)
+    starts = starts[: cfg.eval.ensemble_starts]
+    verifying = which < len(starts)
+    truth, which = test[verifying], which[verifying]  # (K, T, C, H, W), (K,)
+    steps = truth.shape[1] - context
+    run = timed_rollout(method, starts.repeat_interleave(size, 0), steps, cfg.sample.seed)
+    ensembles = run["frames"][:, context:].reshape(len(starts), size, steps, *truth.shape[2:])  # (U, M, S, ...)
+    scores = ensemble_scores(ensembles, truth[:, context:], which, cfg.eval.rollout_windows)
+    scores.summary["initial_conditions"] = len(starts)
+    one_start = len(starts) == 1 and bool((train[:, :context] == starts[0]).all())
+    if one_start and len(train) >= size:  # exchangeable with the truth: what a perfect emulator would score
+        floor = ensemble_scores(train[None, :size, context:], truth[:, context:], which * 0,
+                                cfg.eval.rollout_windows)
+        scores.summary["reference_train_vs_test"] = {k: v for k, v in floor.summary.items() if "windows" not in k}
+        scores.curves["train_vs_test"] = floor.curves
+    else:
+        scores.summary["reference_train_vs_test"] = (
+            f"n/a: needs one initial state shared by all trajectories and >= {size} training trajectories"
+        )
+    return scores
+
+
 def evaluate_trajectories(
     method: NextFrameMethod, cfg: ExperimentConfig, ckpt, out: Path, t_start: float
 ) -> dict:
@@ -170,6 +217,8 @@ def evaluate_trajectories(
     # The same metrics between two sets of true simulations: what finite samples alone cost.
     floor = trajectory_scores(train.videos[:n], truth, times, cfg.data.name, context)
     metrics["reference_train_vs_test"] = floor
+    ensemble = ensemble_evaluation(method, truth, train.videos, context, cfg)
+    metrics["ensemble"], ensemble_curves = ensemble.summary, ensemble.curves
     memo = memorisation_report(generated[:, context:], train.videos[:, context:])
     metrics["memorisation"] = {k: v for k, v in memo.items() if not isinstance(v, Tensor)}
     metrics.update(
@@ -206,10 +255,15 @@ def evaluate_trajectories(
         )
     }
 
+    ensemble_steps, ensemble_figures = ensemble_plots(ensemble_curves, times[context:].tolist(),
+                                                      ensemble_curves.get("train_vs_test"))
+    curves.update(ensemble_steps)
+    figures.update(ensemble_figures)
+
     lo, hi = float(truth.min()), float(truth.max())
     k = min(GIF_TRAJECTORIES, len(truth), n)
     both = torch.cat([truth[:k], generated[:k]])  # (2k, T, C, H, W)
-    if cfg.data.name in PHYSICS_KINDS:  # fields: the held-out range mapped to [0, 1], first channel
+    if is_field_data(cfg.data):  # fields: the held-out range mapped to [0, 1], first channel
         both = viewable(both, lo, hi)
     fps = ckpt.fps
     gif = write_video(out / "clips" / "truth_vs_samples.gif", upscale(tile(both, 2)), fps=fps)
@@ -220,13 +274,19 @@ def evaluate_trajectories(
     ]
 
     # unconditional: no captions (evaluate.compare reads the "prompts" key)
-    record = write_record(out, ckpt, cfg, t_start, metrics, seed=seed, prompts=[])
+    record = write_record(out, ckpt, cfg, t_start, metrics, seed=seed, prompts=[],
+                          ensemble_curves={"time": times[context:].tolist(), **ensemble_curves})
     save_file(
         {"trajectories": generated.half().contiguous(), "times": times}, str(out / "samples.safetensors")
     )
     notes = (
         f"{n} trajectories rolled out from {context} given frame(s) of the test split, seed {seed}; "
-        f"scored against {len(test)} held-out simulations. WCT in normalised time t / t_end (appendix D.4)."
+        f"scored against {len(test)} held-out simulations. WCT in normalised time t / t_end (appendix D.4). "
+        f"Ensemble scores: {metrics['ensemble']['members']} members from each of "
+        f"{metrics['ensemble']['initial_conditions']} initial condition(s), verified against "
+        f"{metrics['ensemble']['verifying_trajectories']} held-out trajectories; CRPS and spread in field "
+        "units, VRMSE and the spectrum error dimensionless; per-step values are in metrics.json "
+        "(ensemble_curves)."
     )
     write_report(
         out / "report.html",

@@ -33,12 +33,13 @@ __all__ = [
     "make_physics_dataset",
     "simulate",
     "simulation_times",
+    "split_rows",
 ]
 
 KINDS = ("wave", "porous", "sde")
 SPLITS = ("train", "test")
 CACHE_FORMAT = 1  # bump when a simulator's output changes, so old cache files are not reused
-_NOT_DATA = ("chunk",)  # config fields that change memory use only, not the data
+NOT_DATA = ("chunk",)  # config fields that change memory use only, not the data
 
 
 def make_config(kind: str, **kw: Any):
@@ -97,7 +98,7 @@ def simulation_times(kind: str, n_times: int, **kw: Any) -> Tensor:
 
 
 def _cache_key(kind: str, n: int, size: int, n_times: int, seed: int, **kw: Any) -> str:
-    config = {k: v for k, v in dataclasses.asdict(make_config(kind, **kw)).items() if k not in _NOT_DATA}
+    config = {k: v for k, v in dataclasses.asdict(make_config(kind, **kw)).items() if k not in NOT_DATA}
     key = {
         "format": CACHE_FORMAT,
         "kind": kind,
@@ -183,18 +184,24 @@ class PhysicsDataset:
 
         Deterministic: the same ``(M, test_fraction, split_seed)`` always picks the same trajectories.
         """
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         if self.split != "all":
             raise ValueError(f"this dataset is already the {self.split!r} split")
-        m = len(self)
-        if m < 2 or not 0 < test_fraction < 1:
-            raise ValueError(f"need >= 2 trajectories and 0 < test_fraction < 1, got {m} and {test_fraction}")
-        n_test = min(max(round(test_fraction * m), 1), m - 1)
-        order = torch.randperm(m, generator=torch.Generator().manual_seed(split_seed))
-        chosen = order[:n_test] if split == "test" else order[n_test:]
-        chosen = chosen.sort().values
+        chosen = split_rows(len(self), split, test_fraction, split_seed)
         return PhysicsDataset(self.videos[chosen], self.times, self.indices[chosen], self.kind, split)
+
+
+def split_rows(m: int, split: str, test_fraction: float, split_seed: int) -> Tensor:
+    """The sorted rows ``(n,)`` of ``m`` trajectories in ``split``: a permutation drawn from ``split_seed``
+    puts ``round(test_fraction · m)`` of them (at least one of each split) in ``"test"``, the rest in
+    ``"train"``. Deterministic in ``(m, test_fraction, split_seed)``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if m < 2 or not 0 < test_fraction < 1:
+        raise ValueError(f"need >= 2 trajectories and 0 < test_fraction < 1, got {m} and {test_fraction}")
+    n_test = min(max(round(test_fraction * m), 1), m - 1)
+    order = torch.randperm(m, generator=torch.Generator().manual_seed(split_seed))
+    chosen = order[:n_test] if split == "test" else order[n_test:]
+    return chosen.sort().values
 
 
 def make_physics_dataset(

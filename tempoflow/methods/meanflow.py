@@ -6,8 +6,8 @@ the window ``w = x_{j−m..j−1}`` by a network ``u_θ(z, r, t | w)`` of the *a
 ``[r, t]``, so that one network call crosses the whole flow.
 
 **Time convention: the paper's**, ``z_t = (1 − t) x + t ε`` with data at ``t = 0`` and noise at ``t = 1``
-(eq. 1 with ``a_t = 1 − t``, ``b_t = t``) — the reverse of DESIGN §1's flow time in ``flow`` and ``ardm``
-(``τ = 1 − t`` maps one to the other). The conditional velocity is ``v_t = dz_t/dt = ε − x`` (eq. 2).
+(§3: ``z_t = a_t x + b_t ε``, ``a_t = 1 − t``, ``b_t = t``) — the reverse of DESIGN §1's flow time in ``flow``
+and ``ardm`` (``τ = 1 − t`` maps one to the other). The conditional velocity is ``v_t = dz_t/dt = ε − x``.
 
 The average velocity (eq. 3) and the MeanFlow identity it satisfies (eq. 6), with the total derivative along
 the flow expanded by the chain rule (eq. 8)::
@@ -82,7 +82,9 @@ def _per_sample(s: Tensor, like: Tensor) -> Tensor:
     return s.view(-1, *([1] * (like.dim() - 1)))
 
 
-def sample_times(n: int, cfg: MeanFlowConfig, generator: torch.Generator | None, like: Tensor) -> tuple[Tensor, Tensor]:
+def sample_times(
+    n: int, cfg: MeanFlowConfig, generator: torch.Generator | None, like: Tensor
+) -> tuple[Tensor, Tensor]:
     """The paper's (r, t) sampler (§4.3): two independent logit-normal times ``sigmoid(μ + σ ξ)``, the larger
     one is ``t`` and the smaller ``r``; then ``round(r_equals_t · n)`` pairs, chosen at random, get ``r = t``.
 
@@ -104,7 +106,9 @@ def sample_times(n: int, cfg: MeanFlowConfig, generator: torch.Generator | None,
     return torch.where(equal, t, r), t
 
 
-def average_velocity_target(u: AverageVelocity, z: Tensor, r: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def average_velocity_target(
+    u: AverageVelocity, z: Tensor, r: Tensor, t: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor]:
     """``u(z, r, t)`` and the regression target of eqs. 8 and 11, by one Jacobian–vector product.
 
     ``d/dt u = v ∂_z u + 0 ∂_r u + 1 ∂_t u`` is the JVP of ``u`` at ``(z, r, t)`` along the tangent ``(v, 0, 1)``
@@ -142,7 +146,7 @@ def adaptive_l2(delta: Tensor, p: float, c: float) -> Tensor:
 def mean_flow_sample(u: AverageVelocity, noise: Tensor, steps: int) -> Tensor:
     """Algorithm 2 / eq. 12: ``z_r = z_t − (t − r) u(z_t, r, t)`` from ``z_1 = noise`` down to ``t = 0`` on a
     uniform grid of ``steps`` intervals (one call of ``u`` each). ``noise`` ``(N, ...)`` -> ``z_0`` ``(N, ...)``."""
-    grid = torch.linspace(1.0, 0.0, steps + 1, device=noise.device, dtype=noise.dtype)  # t_0 = 1 > ... > t_n = 0
+    grid = torch.linspace(1.0, 0.0, steps + 1, device=noise.device, dtype=noise.dtype)  # t_0 = 1 > … > t_n = 0
     z, n = noise, noise.shape[0]
     for t, r in pairwise(grid):
         z = z - (t - r) * u(z, r.expand(n), t.expand(n))  # jump from t to r along the average velocity
@@ -174,16 +178,19 @@ class MeanFlow(NextFrameMethod):
         ``r, t`` ``(N,)`` -> ``(N, C, H, W)``."""
         return self.net(torch.cat([window, z], dim=1), t=t, interval=t - r)
 
-    def mean_flow_loss(self, window: Tensor, x: Tensor, noise: Tensor, r: Tensor, t: Tensor) -> dict[str, Tensor]:
+    def mean_flow_loss(
+        self, window: Tensor, x: Tensor, noise: Tensor, r: Tensor, t: Tensor
+    ) -> dict[str, Tensor]:
         """Algorithm 1 on given draws: windows ``(N, m·C, H, W)``, next frames ``x`` and noise ``ε``
         ``(N, C, H, W)``, times ``r, t`` ``(N,)``. Returns ``loss`` (adaptively weighted) and ``mse``
         (the unweighted mean of ``Δ²``, to watch: with p = 1 the loss itself stays near 1)."""
         tt = _per_sample(t, x)
-        z = (1 - tt) * x + tt * noise  # (N, C, H, W) eq. 1, noise at t = 1
-        v = noise - x  # (N, C, H, W) conditional velocity, eq. 2
-        u, u_tgt = average_velocity_target(lambda z_, r_, t_: self.average_velocity(window, z_, r_, t_), z, r, t, v)
+        z = (1 - tt) * x + tt * noise  # (N, C, H, W) noise at t = 1 (§3)
+        v = noise - x  # (N, C, H, W) conditional velocity (§3)
+        u, u_tgt = average_velocity_target(lambda *times: self.average_velocity(window, *times), z, r, t, v)
         delta = u.float() - u_tgt.float()  # (N, C, H, W)
-        return {"loss": adaptive_l2(delta, self.cfg.norm_p, self.cfg.norm_c), "mse": delta.detach().square().mean()}
+        loss = adaptive_l2(delta, self.cfg.norm_p, self.cfg.norm_c)
+        return {"loss": loss, "mse": delta.detach().square().mean()}
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Algorithm 1, one step. batch: ``video`` ``(B, T, C, H, W)``, ``index`` ``(B,)``. The generator draws,
@@ -196,7 +203,9 @@ class MeanFlow(NextFrameMethod):
         r, t = sample_times(x.shape[0], self.cfg, generator, x)  # (N,), (N,)
         return self.mean_flow_loss(pairs.window, x, noise, r, t)
 
-    def next_frame(self, window: Tensor, generator: torch.Generator | None = None, steps: int | None = None) -> Step:
+    def next_frame(
+        self, window: Tensor, generator: torch.Generator | None = None, steps: int | None = None
+    ) -> Step:
         """One frame by Algorithm 2 with ``steps`` (default ``meanflow.sample_steps``) network calls.
 
         Args:

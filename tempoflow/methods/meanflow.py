@@ -183,7 +183,8 @@ class MeanFlow(NextFrameMethod):
     ) -> dict[str, Tensor]:
         """Algorithm 1 on given draws: windows ``(N, m·C, H, W)``, next frames ``x`` and noise ``ε``
         ``(N, C, H, W)``, times ``r, t`` ``(N,)``. Returns ``loss`` (adaptively weighted) and ``mse``
-        (the unweighted mean of ``Δ²``, to watch: with p = 1 the loss itself stays near 1)."""
+        (the unweighted mean of ``Δ²``, to watch: with p = 1 the loss itself stays near 1; it keeps the
+        conditional target's own variance, about ``Var ε = 1`` per pixel, however well ``u_θ`` fits)."""
         tt = _per_sample(t, x)
         z = (1 - tt) * x + tt * noise  # (N, C, H, W) noise at t = 1 (§3)
         v = noise - x  # (N, C, H, W) conditional velocity (§3)

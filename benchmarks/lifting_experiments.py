@@ -8,9 +8,11 @@ Four experiments, each trained with the real trainer (``tempoflow.train``) and s
 ``tempoflow eval`` uses (``tempoflow.evaluate.trajectories``):
 
 1. Table 1 — on wave and porous data: lifting (1 network call per frame) against ARDM sampled with
-   s = 2, 5, 10, 20, 40 Euler steps per frame: WCT (crossing-time W2, normalised time), WIM (time-averaged
-   mass W2) over the sampled trajectories, wall time per frame; the train-vs-test row is the floor that
-   finite sample sizes leave.
+   s = 2, 5, 10, 20, 40 Euler steps per frame, and against the one-step peers on the same UNet, data and
+   training budget (issue 17): ``meanflow`` sampled with 1 and 2 calls per frame and ``crps`` (1 call):
+   WCT (crossing-time W2, normalised time), WIM (time-averaged mass W2) over the sampled trajectories, wall
+   time per frame; the train-vs-test row is the floor that finite sample sizes leave. ``--peers`` picks the
+   methods besides lifting.
 2. Figure 4 left/middle — label dimension d: final training loss and WCT (first kind only).
 3. Figure 4 right — the direct jump x_0 → x_{T−1} without roll-out, against the roll-out's last frame:
    final-frame mass W2 and the distance of each generated last frame to its nearest held-out last frame
@@ -24,6 +26,7 @@ Prints the tables with the hardware and writes ``results.json`` (and ``long_roll
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -45,6 +48,9 @@ from tempoflow.train.checkpoint import read_checkpoint
 from tempoflow.train.trainer import Trainer
 
 ARDM_STEPS = (2, 5, 10, 20, 40)  # Table 1
+MEANFLOW_STEPS = (1, 2)  # MeanFlow's 1-NFE and 2-NFE sampling (arXiv 2505.13447)
+PEERS = ("ardm", "meanflow", "crps")  # lifting's competitors on the same backbone (seed 001 Table 1; issue 17)
+CALLS_KNOB = {"ardm": "steps", "meanflow": "sample_steps"}  # the config field setting calls per frame
 OBJECT_THRESHOLD = 0.25  # a shapes pixel belongs to an object when a channel exceeds this (background is 0)
 
 
@@ -96,11 +102,11 @@ def train_and_load(cfg: ExperimentConfig, reuse: bool = False):
     return method, result.last_loss
 
 
-def scores(method, cfg: ExperimentConfig, n: int, seed: int, next_frame=None) -> dict:
+def scores(method, cfg: ExperimentConfig, n: int, seed: int) -> dict:
     """Roll out ``n`` trajectories from the fixed initial state and score them against the test split."""
     test = load_dataset(cfg.data, "test")
     context = context_length(cfg)
-    run = timed_rollout(method, initial_frames(cfg, n), test.videos.shape[1] - context, seed, next_frame)
+    run = timed_rollout(method, initial_frames(cfg, n), test.videos.shape[1] - context, seed)
     steps = run["frames"].shape[1] - context
     times = method.frame_times(run["frames"].shape[1])
     out = trajectory_scores(run["frames"], test.videos, times, cfg.data.name, context)
@@ -109,7 +115,8 @@ def scores(method, cfg: ExperimentConfig, n: int, seed: int, next_frame=None) ->
 
 
 def table1(args: argparse.Namespace, kind: str) -> tuple[list[dict], dict]:
-    """Lifting vs ARDM at every s on ``kind``; the rows and the lifting run (reused by the other studies)."""
+    """Lifting vs ARDM at every s and the one-step peers (meanflow at 1 and 2 calls, crps) on ``kind``; the rows
+    and the lifting run (reused by the other studies)."""
     rows = []
     cfg = experiment(args, f"{kind}_lifting", f"{kind}_lifting")
     lifting, loss = train_and_load(cfg, args.reuse)
@@ -117,18 +124,24 @@ def table1(args: argparse.Namespace, kind: str) -> tuple[list[dict], dict]:
     rows.append(
         {"method": "lifting", "s": 1, "train_loss": loss, **{k: v for k, v in res.items() if k != "frames"}}
     )
-    cfg_a = experiment(args, f"{kind}_ardm", f"{kind}_ardm")
-    ardm, loss_a = train_and_load(cfg_a, args.reuse)
-    for s in args.ardm_steps:
-        res_a = scores(ardm, cfg_a, args.eval, args.seed, lambda w, g, s=s: ardm.next_frame(w, g, steps=s))
-        rows.append(
-            {
-                "method": "ardm",
-                "s": s,
-                "train_loss": loss_a,
-                **{k: v for k, v in res_a.items() if k != "frames"},
-            }
-        )
+    # The peers, each on its own packaged config (the same data, window, UNet and budget as lifting's) and
+    # swept over its network calls per frame: ardm's solver steps, meanflow's sampling steps.
+    sweeps = {"ardm": args.ardm_steps, "meanflow": args.meanflow_steps, "crps": [1]}
+    for peer in args.peers:
+        cfg_p = experiment(args, f"{kind}_{peer}", f"{kind}_{peer}")
+        model, loss_p = train_and_load(cfg_p, args.reuse)
+        for s in sweeps[peer]:
+            if peer in CALLS_KNOB:  # what `tempoflow eval RUN ardm.steps=s` (meanflow.sample_steps=s) sets
+                model.cfg = dataclasses.replace(model.cfg, **{CALLS_KNOB[peer]: s})
+            res_p = scores(model, cfg_p, args.eval, args.seed)
+            rows.append(
+                {
+                    "method": peer,
+                    "s": s,
+                    "train_loss": loss_p,  # each method's own objective: not comparable across methods
+                    **{k: v for k, v in res_p.items() if k != "frames"},
+                }
+            )
     test, train_set = load_dataset(cfg.data, "test"), load_dataset(cfg.data, "train")
     floor = trajectory_scores(train_set.videos, test.videos, test.times, kind, context_length(cfg))
     rows.append({"method": "train vs test (floor)", "s": 0, **floor})
@@ -302,7 +315,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="trajectories per batch (x lifting.pairs_per_video)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval", type=int, default=64, help="sampled trajectories per score")
+    p.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS),
+                   help="methods compared with lifting in Table 1 (same UNet, data and training budget)")
     p.add_argument("--ardm-steps", type=int, nargs="+", default=list(ARDM_STEPS))
+    p.add_argument("--meanflow-steps", type=int, nargs="+", default=list(MEANFLOW_STEPS))
     p.add_argument("--label-dims", type=int, nargs="+", default=[1, 8], help="besides the configs' d = 64")
     p.add_argument("--shapes-size", type=int, default=16)
     p.add_argument("--long-frames", type=int, default=500)

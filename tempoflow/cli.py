@@ -145,7 +145,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                               overrides=_overrides_dict(args.overrides)))
     # A bar per network evaluation (or frame), on stderr, only where someone watches it.
     progress = not args.quiet and sys.stderr.isatty()
-    trajectories = pipe.method.task == "trajectory"  # lifting, ardm: unconditional roll-outs, no captions
+    trajectories = pipe.method.task == "trajectory"  # lifting, ardm, meanflow, crps: unconditional roll-outs
     if trajectories and args.prompt:
         raise ConfigError(f"method '{pipe.method.name}' rolls out trajectories: it takes --num and --frames, "
                           "not --prompt")
@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="run folder or checkpoint folder")
     add_overrides(s, "sampling settings, e.g. sample.steps=32 sample.guidance=3")
     s.add_argument("--prompt", action="append", default=None,
-                   help="caption (repeat for several); not used by trajectory methods (lifting, ardm)")
+                   help="caption (repeat for several); not used by trajectory methods (lifting, ardm, meanflow, crps)")
     s.add_argument("--frames", type=int, default=None,
                    help="frames per video (flow with the DiT) or per roll-out, given ones included (trajectory "
                         "methods); default: the training length")

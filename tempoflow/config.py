@@ -18,8 +18,10 @@ from tempoflow.errors import ConfigError
 from tempoflow.methods.align import AlignConfig
 from tempoflow.methods.ardm import ARDMConfig
 from tempoflow.methods.base import SamplingOptions
+from tempoflow.methods.crps import CRPSConfig
 from tempoflow.methods.flow import FlowConfig
 from tempoflow.methods.lifting import LiftingConfig
+from tempoflow.methods.meanflow import MeanFlowConfig
 from tempoflow.methods.vlfm import VLFMConfig
 from tempoflow.nets.autoencoder import AutoencoderConfig
 from tempoflow.nets.dit import DiTConfig
@@ -88,6 +90,8 @@ class ExperimentConfig:
     vlfm: VLFMConfig = field(default_factory=VLFMConfig)
     lifting: LiftingConfig = field(default_factory=LiftingConfig)
     ardm: ARDMConfig = field(default_factory=ARDMConfig)
+    meanflow: MeanFlowConfig = field(default_factory=MeanFlowConfig)
+    crps: CRPSConfig = field(default_factory=CRPSConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

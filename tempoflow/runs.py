@@ -174,7 +174,7 @@ def method_parts(cfg: ExperimentConfig, text: TextEncoder | None = None) -> dict
         return {"fields": timing["fields"]}
     if method == "lifting":
         return timing
-    if method == "ardm":
+    if method in ("ardm", "meanflow", "crps"):  # lifting's window, UNet and pairs: the same backbone
         return {**timing, "lifting": cfg.lifting}
     return {}
 

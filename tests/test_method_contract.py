@@ -34,6 +34,8 @@ TINY_CONFIGS = {
     "video_wae": [*TINY, *TINY_VIDEO_WAE],
     "lifting": [*PHYSICS, "method=lifting"],
     "ardm": [*PHYSICS, "method=ardm"],
+    "meanflow": [*PHYSICS, "method=meanflow"],
+    "crps": [*PHYSICS, "method=crps", "crps.noise_dim=4"],
     "align": [*TINY, "method=align", "align.hidden=32", "align.shared_dim=8", "align.disc_width=16"],
 }
 

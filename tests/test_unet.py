@@ -94,6 +94,63 @@ def test_time_input_used_and_scalar_t_broadcasts():
     torch.testing.assert_close(net(x, t=torch.tensor(0.3)), net(x, t=torch.full((3,), 0.3)))
 
 
+def test_interval_input_is_a_second_embedding_summed_in():
+    """MeanFlow's ``net(·, t, t − r)``: the interval changes the output, a scalar broadcasts, and the
+    conditioning vector is exactly time MLP + interval MLP (reference: the two embedders called by hand)."""
+    net = UNet(TINY, in_channels=1, out_channels=1, time_input=True, interval_input=True)
+    _perturb(net)
+    x, _ = _inputs(3, 1, 8, 8, 0)
+    t, h = torch.tensor([0.9, 0.6, 0.3]), torch.tensor([0.1, 0.5, 0.2])
+    assert (net(x, t=t, interval=h) - net(x, t=t, interval=1 - h)).abs().max().item() > 1e-3
+    torch.testing.assert_close(
+        net(x, t=t, interval=torch.tensor(0.2)), net(x, t=t, interval=torch.full((3,), 0.2))
+    )
+    expected = net.time_embed(t) + net.interval_embed(h)  # (3, D)
+    torch.testing.assert_close(net.conditioning(3, None, t, h), expected)
+
+
+def test_interval_input_is_backward_compatible():
+    """Off, a UNet is the one it was before the interval existed: same parameter names, and the same initial
+    weights from the same seed (nothing extra is drawn); on, it adds only ``interval_embed.*`` and the
+    weights of every shared parameter are unchanged — so a time-only checkpoint loads into its sub-network."""
+    torch.manual_seed(3)
+    plain = UNet(TINY, in_channels=2, out_channels=1, time_input=True)
+    torch.manual_seed(3)
+    off = UNet(TINY, in_channels=2, out_channels=1, time_input=True, interval_input=False)
+    torch.manual_seed(3)
+    on = UNet(TINY, in_channels=2, out_channels=1, time_input=True, interval_input=True)
+    old, new = plain.state_dict(), on.state_dict()
+    assert off.state_dict().keys() == old.keys() and all(torch.equal(off.state_dict()[k], old[k]) for k in old)
+    assert not any(k.startswith("interval_embed") for k in old)
+    assert set(new) - set(old) == {k for k in new if k.startswith("interval_embed.")} != set()
+    missing, unexpected = on.load_state_dict(old, strict=False)
+    assert not unexpected and all(k.startswith("interval_embed.") for k in missing)
+    with pytest.raises(ConfigError, match="needs the time input"):
+        UNet(TINY, in_channels=1, out_channels=1, interval_input=True)
+
+
+def test_forward_mode_jvp_matches_finite_differences():
+    """``torch.func.jvp`` runs through the whole UNet (GroupNorm, SiLU, FiLM, attention, nearest upsampling)
+    and matches central finite differences along the same tangent, in float64 (what meanflow's target needs)."""
+    cfg = dataclasses.replace(TINY, attention=True, heads=2)
+    net = UNet(cfg, in_channels=2, out_channels=1, time_input=True, interval_input=True).double()
+    _perturb(net)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, 8, 8, generator=g, dtype=torch.float64)
+    t, h = torch.tensor([0.7, 0.4], dtype=torch.float64), torch.tensor([0.3, 0.1], dtype=torch.float64)
+    dx = torch.randn(x.shape, generator=g, dtype=torch.float64)
+
+    def f(x, t, h):
+        return net(x, t=t, interval=h)
+
+    tangent = (dx, torch.ones_like(t), torch.zeros_like(h))
+    _, jvp = torch.func.jvp(f, (x, t, h), tangent)
+    # The time enters through sin(1000 t ω): third derivatives ~1e9, so the step must be small (error ~ eps²).
+    eps = 1e-7
+    fd = (f(x + eps * dx, t + eps, h) - f(x - eps * dx, t - eps, h)) / (2 * eps)
+    torch.testing.assert_close(jvp, fd, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["tiny", "attention-transpose"])
 def test_gradient_reaches_every_parameter(name):
     net = UNet(CONFIGS[name], in_channels=3, out_channels=2, label_dim=5, time_input=True)
@@ -154,6 +211,11 @@ def test_bad_inputs_raise():
         unlabelled(x, t=torch.rand(3))
     with pytest.raises(ValueError, match="got None"):
         unlabelled(x)
+    with pytest.raises(ValueError, match="no interval input"):
+        unlabelled(x, t=torch.rand(2), interval=torch.rand(2))
+    two_times = UNet(TINY, in_channels=3, out_channels=1, time_input=True, interval_input=True)
+    with pytest.raises(ValueError, match=r"interval must be a scalar or have shape \(2,\), got None"):
+        two_times(x, t=torch.rand(2))
 
 
 @pytest.mark.parametrize(

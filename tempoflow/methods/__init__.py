@@ -5,7 +5,7 @@
 - "text-to-video" (flow, vlfm) and "alignment" (align):
   ``sample(captions, generator=None, options=None, num_frames=None | times=None, progress=False)``
   (``num_frames``: flow; ``times`` in seconds: vlfm, ``continuous_time``);
-- "trajectory" (lifting, ardm): ``sample(initial (N, k, C, H, W), generator=None, options=None,
+- "trajectory" (lifting, ardm, meanflow, crps): ``sample(initial (N, k, C, H, W), generator=None, options=None,
   num_frames=None, progress=False)``;
 - "reconstruction" (autoencoder, video_wae): ``reconstruct(videos)``; no sampling.
 
@@ -18,8 +18,10 @@ from tempoflow.methods.align import Align
 from tempoflow.methods.ardm import AutoregressiveFlow
 from tempoflow.methods.autoencoder import FrameAutoencoder
 from tempoflow.methods.base import Method, Samples
+from tempoflow.methods.crps import NoiseInjectedCRPS
 from tempoflow.methods.flow import FlowMatching
 from tempoflow.methods.lifting import StochasticLifting
+from tempoflow.methods.meanflow import MeanFlow
 from tempoflow.methods.video_wae import VideoWAE
 from tempoflow.methods.vlfm import VideoLatentFlow
 
@@ -30,6 +32,8 @@ METHODS: dict[str, type[Method]] = {
     "video_wae": VideoWAE,
     "lifting": StochasticLifting,
     "ardm": AutoregressiveFlow,
+    "meanflow": MeanFlow,
+    "crps": NoiseInjectedCRPS,
     "align": Align,
 }
 

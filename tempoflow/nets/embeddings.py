@@ -9,10 +9,12 @@ from torch import Tensor, nn
 
 
 def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """Sin-cos features of scalars (Vaswani et al. 2017): ``(B,)`` -> ``(B, dim)``."""
+    """Sin-cos features of scalars (Vaswani et al. 2017): ``(B,)`` -> ``(B, dim)``, in float32 (float64 for
+    float64 times, so that derivatives through them can be checked by finite differences)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]  # (B, half)
+    dtype = torch.promote_types(t.dtype, torch.float32)  # never below float32: t is scaled by up to 1000
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    args = t.to(dtype)[:, None] * freqs[None]  # (B, half)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 2*half)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)

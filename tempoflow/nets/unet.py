@@ -6,7 +6,9 @@ upsampling, a skip connection from every encoder stage to the decoder, and optio
 lowest resolution. Seed 001 (appendix E) "repurposes the diffusion-time input": the label ``ξ ∈ R^d`` is
 embedded by a 2-layer MLP of width 512 and the result modulates every residual block by FiLM (Perez et
 al. 2018), a per-channel scale and shift after GroupNorm. The multi-step baseline ``ardm`` adds a flow time
-``t ∈ [0, 1]`` (sin-cos features and an MLP) to the same conditioning vector. DESIGN §5.
+``t ∈ [0, 1]`` (sin-cos features and an MLP) to the same conditioning vector; ``meanflow`` adds a second
+time, the interval ``t − r`` of its average velocity (MeanFlow, arXiv 2505.13447 §4.3: ``net(·, t, t − r)``),
+embedded the same way by its own MLP and summed in. DESIGN §5.
 
 History frames are stacked on channels by the caller: ``C_in = m · C`` for a Markov window of ``m``.
 """
@@ -40,7 +42,7 @@ class UNetConfig:
     heads: int = 4  # attention heads; must divide the lowest level's width
     cond_dim: int = 512  # width of the label MLP and of the conditioning vector (appendix E)
     upsample: str = "nearest"  # "nearest" (+ 3×3 conv) or "transpose" (4×4 stride-2 transposed conv)
-    time_freq_dim: int = 256  # sin-cos features of the flow time (ardm only)
+    time_freq_dim: int = 256  # sin-cos features of the flow time and interval (ardm, meanflow)
 
     def __post_init__(self) -> None:
         for name in ("base_width", "blocks_per_level", "groups", "heads", "cond_dim", "time_freq_dim"):
@@ -167,6 +169,8 @@ class UNet(nn.Module):
         out_channels: ``C_out``, usually ``C``.
         label_dim: ``d`` of the label ``ξ``; 0 disables the label input.
         time_input: whether ``forward`` takes a flow time ``t`` (the ``ardm`` baseline).
+        interval_input: whether ``forward`` also takes an interval ``h = t − r`` (``meanflow``'s second time);
+            needs ``time_input``. Off, the network and its parameters are exactly those without it.
     """
 
     def __init__(
@@ -176,6 +180,7 @@ class UNet(nn.Module):
         out_channels: int,
         label_dim: int = 0,
         time_input: bool = False,
+        interval_input: bool = False,
     ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -183,15 +188,20 @@ class UNet(nn.Module):
                 raise ConfigError(f"UNet {name} must be >= 1, got {value}")
         if label_dim < 0:
             raise ConfigError(f"label_dim must be >= 0 (0 disables the label), got {label_dim}")
+        if interval_input and not time_input:
+            raise ConfigError("a UNet with an interval input (t - r) needs the time input t as well")
         self.cfg = cfg
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.label_dim, self.time_input = label_dim, time_input
+        self.label_dim, self.time_input, self.interval_input = label_dim, time_input, interval_input
         d = cfg.cond_dim
         # Appendix E: the label goes straight into a 2-layer MLP (no sin-cos features, unlike a time).
         self.label_embed = (
             nn.Sequential(nn.Linear(label_dim, d), nn.SiLU(), nn.Linear(d, d)) if label_dim > 0 else None
         )
         self.time_embed = TimestepEmbedder(d, freq_dim=cfg.time_freq_dim) if time_input else None
+        # MeanFlow's interval h = t − r: its own sin-cos features and MLP, summed with the time's (the paper's
+        # best "(t, t − r)" conditioning). Registered only when used, so older checkpoints load unchanged.
+        self.interval_embed = TimestepEmbedder(d, freq_dim=cfg.time_freq_dim) if interval_input else None
         cond_dim = d if (label_dim > 0 or time_input) else None
 
         widths, groups = cfg.widths, cfg.groups
@@ -228,7 +238,7 @@ class UNet(nn.Module):
         """PyTorch defaults for convolutions, Xavier for the embedding MLPs; zero FiLM projections, attention
         output and output conv, so that at initialisation every FiLM is the identity (scale 1, shift 0), the
         label and time have no effect, and the network outputs 0."""
-        for module in (self.label_embed, self.time_embed):
+        for module in (self.label_embed, self.time_embed, self.interval_embed):
             if module is None:
                 continue
             for m in module.modules():
@@ -245,7 +255,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def check_input(self, x: Tensor, label: Tensor | None, t: Tensor | None) -> None:
+    def check_input(self, x: Tensor, label: Tensor | None, t: Tensor | None, interval: Tensor | None = None) -> None:
         """Raise ``ValueError`` naming the bad shape or the missing / unexpected input."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects frames (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
@@ -270,30 +280,44 @@ class UNet(nn.Module):
                 raise ValueError(f"t must be a scalar or have shape ({batch},), got {got}")
         elif t is not None:
             raise ValueError("this UNet has no time input (time_input=False) but got t")
+        if self.interval_input:
+            if interval is None or interval.shape not in ((), (batch,)):
+                got = None if interval is None else tuple(interval.shape)
+                raise ValueError(f"interval must be a scalar or have shape ({batch},), got {got}")
+        elif interval is not None:
+            raise ValueError("this UNet has no interval input (interval_input=False) but got an interval")
 
-    def conditioning(self, batch: int, label: Tensor | None, t: Tensor | None) -> Tensor | None:
-        """The vector every FiLM reads: ``MLP(ξ) + MLP(sincos(t))`` -> ``(B, cond_dim)``, or None."""
+    def conditioning(
+        self, batch: int, label: Tensor | None, t: Tensor | None, interval: Tensor | None = None
+    ) -> Tensor | None:
+        """The vector every FiLM reads: ``MLP(ξ) + MLP(sincos(t)) + MLP'(sincos(t − r))`` -> ``(B, cond_dim)``,
+        each term present when its input is, or None."""
         c = None
         if self.label_embed is not None:
             c = self.label_embed(label.to(self.label_embed[0].weight.dtype))  # (B, D)
         if self.time_embed is not None:
             c_t = self.time_embed(t.expand(batch))  # (B, D)
             c = c_t if c is None else c + c_t
+        if self.interval_embed is not None:
+            c = c + self.interval_embed(interval.expand(batch))  # (B, D)
         return c
 
-    def forward(self, x: Tensor, label: Tensor | None = None, t: Tensor | None = None) -> Tensor:
-        """Next frame (or velocity, for ``ardm``) from the stacked history.
+    def forward(
+        self, x: Tensor, label: Tensor | None = None, t: Tensor | None = None, interval: Tensor | None = None
+    ) -> Tensor:
+        """Next frame (or velocity, for ``ardm``; average velocity, for ``meanflow``) from the stacked history.
 
         Args:
             x: ``(B, C_in, H, W)`` history frames stacked on channels.
             label: ``(B, label_dim)`` label ``ξ``; required iff ``label_dim > 0``.
             t: flow time in ``[0, 1]``, a scalar or ``(B,)``; required iff ``time_input``.
+            interval: ``h = t − r`` in ``[0, 1]``, a scalar or ``(B,)``; required iff ``interval_input``.
 
         Returns:
             ``(B, C_out, H, W)``.
         """
-        self.check_input(x, label, t)
-        c = self.conditioning(x.shape[0], label, t)  # (B, D) or None
+        self.check_input(x, label, t, interval)
+        c = self.conditioning(x.shape[0], label, t, interval)  # (B, D) or None
         h = self.conv_in(x)  # (B, w_0, H, W)
         skips = [h]
         for block in self.down:

@@ -20,8 +20,8 @@ from tempoflow.config import load_config
 from tempoflow.data import load_dataset, video_shape
 from tempoflow.data.video_reader import read_video
 from tempoflow.errors import ConfigError
-from tempoflow.methods.crps import almost_fair_crps
 from tempoflow.methods.rollout import training_pairs
+from tempoflow.metrics.probabilistic import crps_ensemble
 from tempoflow.runs import build_method, initial_frames
 
 from .test_lifting import TINY_PHYSICS, count_calls, randomise
@@ -46,7 +46,7 @@ def test_almost_fair_crps_matches_the_double_loop(m, alpha):
     g = torch.Generator().manual_seed(m)
     members = torch.randn(m, 3, 4, generator=g, dtype=torch.float64)
     y = torch.randn(3, 4, generator=g, dtype=torch.float64)
-    got = almost_fair_crps(members, y, alpha)
+    got = crps_ensemble(members, y, alpha=alpha)
     want = np.array([[brute_force(members[:, i, j].numpy(), float(y[i, j]), alpha) for j in range(4)]
                      for i in range(3)])
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
@@ -60,14 +60,14 @@ def test_against_properscoring(m):
     rng = np.random.default_rng(m)
     members, y = rng.normal(size=(m, 50)), rng.normal(size=50)
     reference = properscoring.crps_ensemble(y, members.T)  # (50,), ensemble on the last axis
-    ours = almost_fair_crps(torch.from_numpy(members), torch.from_numpy(y), alpha=0.0).numpy()
+    ours = crps_ensemble(torch.from_numpy(members), torch.from_numpy(y), alpha=0.0).numpy()
     np.testing.assert_allclose(ours, reference, rtol=1e-10, atol=1e-12)
     skill = np.abs(members - y).mean(0)
     fair = skill - m / (m - 1) * (skill - reference)
-    np.testing.assert_allclose(almost_fair_crps(torch.from_numpy(members), torch.from_numpy(y)).numpy(), fair,
+    np.testing.assert_allclose(crps_ensemble(torch.from_numpy(members), torch.from_numpy(y), alpha=1.0).numpy(), fair,
                                rtol=1e-10, atol=1e-12)
     # In between: the α-mixture of the two (AIFS-CRPS's afCRPS_α = α fCRPS + (1 − α) CRPS).
-    mixed = almost_fair_crps(torch.from_numpy(members), torch.from_numpy(y), alpha=0.95).numpy()
+    mixed = crps_ensemble(torch.from_numpy(members), torch.from_numpy(y), alpha=0.95).numpy()
     np.testing.assert_allclose(mixed, 0.95 * fair + 0.05 * reference, rtol=1e-10, atol=1e-12)
 
 
@@ -87,7 +87,7 @@ def test_fair_crps_is_minimised_by_the_true_spread():
     score = {}
     for s in (1.0, 0.5):
         for alpha, fair in ((1.0, True), (0.0, False)):
-            value = float(almost_fair_crps(s * noise, y, alpha).mean())
+            value = float(crps_ensemble(s * noise, y, alpha=alpha).mean())
             assert value == pytest.approx(closed(s, fair), abs=4e-3), (s, alpha)
             score[s, fair] = value
     assert score[1.0, True] < score[0.5, True] - 0.03  # fair: the right spread wins
@@ -96,7 +96,7 @@ def test_fair_crps_is_minimised_by_the_true_spread():
 
 def test_crps_needs_two_members():
     with pytest.raises(ValueError, match=">= 2 members"):
-        almost_fair_crps(torch.zeros(1, 3), torch.zeros(3))
+        crps_ensemble(torch.zeros(1, 3), torch.zeros(3), alpha=1.0)
     with pytest.raises(ConfigError, match="crps.members must be >= 2"):
         load_config(None, ["crps.members=1"])
     with pytest.raises(ConfigError, match=r"crps.alpha must be in \[0, 1\]"):
@@ -177,7 +177,7 @@ def test_learns_a_spread_that_l2_would_collapse():
         target = (0.5 * torch.randn(16, 1, 1, 1, generator=g)).expand(-1, 1, 2, 2)  # (16, 1, 2, 2)
         noise = torch.randn(4 * 16, 4, generator=g)
         members = rearrange(m.predict(window.repeat(4, 1, 1, 1), noise), "(m n) c h w -> m n c h w", m=4)
-        loss = almost_fair_crps(members, target).mean()
+        loss = crps_ensemble(members, target, alpha=1.0).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -113,21 +113,24 @@ def test_a_second_run_into_a_locked_folder_stops_with_one_line(tiny_cfg, capsys)
 
 def test_two_processes_training_into_one_folder_one_refused(tmp_path):
     args = [sys.executable, "-m", "tempoflow.cli", "train", "demo", *TINY, f"out_dir={tmp_path / 'run'}",
-            "train.steps=40", "train.checkpoint_every=1000"]
+            "train.steps=1000000", "train.checkpoint_every=1000000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
-        while not (tmp_path / "run" / "config.yaml").exists():  # the first holds the lock from before this
+        while not (tmp_path / "run" / "log.jsonl").exists():  # training: the lock is held
             assert first.poll() is None and time.time() < deadline, "the first run did not start"
             time.sleep(0.05)
         second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
                                 check=False)
+        assert first.poll() is None  # still training while the second was refused
     finally:
-        first.wait(timeout=120)
-    assert first.returncode == 0, first.stderr.read()[-2000:]
-    assert second.returncode == 2 and "is in use by another training run" in second.stderr
-    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*")] == ["step_00000040"]
+        first.send_signal(signal.SIGTERM)  # preempted: saves its step and stops
+        _, err = first.communicate(timeout=120)
+    assert second.returncode == 2 and "is in use by another training run (pid" in second.stderr, second.stderr
+    assert first.returncode == 128 + signal.SIGTERM, err[-2000:]
+    steps = [p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*")]
+    assert len(steps) == 1 and _loadable(tmp_path / "run").name == steps[0]  # the first run's, intact
 
 
 @pytest.mark.parametrize("left", ["latest removed", "only log.jsonl", "only config.yaml", "only .tmp_step"])

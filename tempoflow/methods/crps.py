@@ -37,6 +37,7 @@ from tempoflow.configio import require
 from tempoflow.methods.base import randn
 from tempoflow.methods.lifting import LiftingConfig
 from tempoflow.methods.rollout import NextFrameMethod, Step, training_pairs
+from tempoflow.metrics.probabilistic import crps_ensemble
 from tempoflow.nets.unet import UNet
 
 
@@ -52,29 +53,6 @@ class CRPSConfig:
         require(self.members >= 2, f"crps.members must be >= 2 (the spread term needs two), got {self.members}")
         require(0.0 <= self.alpha <= 1.0, f"crps.alpha must be in [0, 1], got {self.alpha}")
         require(self.noise_dim >= 1, f"crps.noise_dim must be >= 1, got {self.noise_dim}")
-
-
-def almost_fair_crps(members: Tensor, target: Tensor, alpha: float = 1.0) -> Tensor:
-    """The pointwise almost fair CRPS of an ensemble (AIFS-CRPS §2): ``α = 1`` fair, ``α = 0`` ensemble CRPS.
-
-    ``1/M Σ_i |x_i − y| − (1 − ε)/(2M(M−1)) Σ_{i≠j} |x_i − x_j|`` with ``ε = (1 − α)/M``, computed with all
-    ``M²`` member pairs (the diagonal is zero), differentiable in the members.
-
-    Args:
-        members: ``(M, ...)`` ensemble, ``M >= 2``.
-        target: ``(...)`` observation, broadcastable against one member.
-        alpha: ``α ∈ [0, 1]``.
-
-    Returns:
-        ``(...)`` the score at every point (lower is better; 0 for a perfect, spread-free ensemble).
-    """
-    m = members.shape[0]
-    if m < 2:
-        raise ValueError(f"the fair CRPS needs an ensemble of >= 2 members, got {tuple(members.shape)}")
-    skill = (members - target).abs().mean(0)  # (...) 1/M Σ_i |x_i − y|
-    spread = (members[:, None] - members[None]).abs().sum((0, 1))  # (...) Σ_{i≠j} |x_i − x_j|
-    epsilon = (1.0 - alpha) / m
-    return skill - (1.0 - epsilon) / (2 * m * (m - 1)) * spread
 
 
 class NoiseInjectedCRPS(NextFrameMethod):
@@ -117,7 +95,7 @@ class NoiseInjectedCRPS(NextFrameMethod):
         windows = pairs.window.repeat(m, 1, 1, 1)  # (M N, m·C, H, W), member-major
         members = rearrange(self.predict(windows, noise), "(m n) c h w -> m n c h w", m=m).float()
         target = pairs.target.float()  # (N, C, H, W)
-        score = almost_fair_crps(members, target, self.cfg.alpha)  # (N, C, H, W)
+        score = crps_ensemble(members, target, alpha=self.cfg.alpha)  # (N, C, H, W), almost fair
         return {
             "loss": score.mean(),
             "mae": (members - target).abs().mean().detach(),

@@ -54,31 +54,44 @@ def _aligned(ensemble: Tensor, truth: Tensor, min_members: int) -> Tensor:
     return ensemble.reshape(ensemble.shape[0], *([1] * extra), *ensemble.shape[1:]) if extra > 0 else ensemble
 
 
-def crps_ensemble(ensemble: Tensor, truth: Tensor, fair: bool = False) -> Tensor:
+def crps_ensemble(ensemble: Tensor, truth: Tensor, fair: bool = False, alpha: float | None = None) -> Tensor:
     """Pointwise CRPS of an ``M``-member ensemble (Gneiting & Raftery 2007, eq. 21; Ferro 2014)::
 
         CRPS   = (1/M) Σ_i |x_i − y| − 1/(2 M²)      Σ_{i,j} |x_i − x_j|     (the empirical CDF's CRPS)
         fCRPS  = (1/M) Σ_i |x_i − y| − 1/(2 M(M−1))  Σ_{i,j} |x_i − x_j|     (fair: unbiased, M >= 2)
+        afCRPS = (1/M) Σ_i |x_i − y| − (1 − ε)/(2 M(M−1)) Σ_{i,j} |x_i − x_j|,  ε = (1 − α)/M
 
     The fair CRPS is the expected CRPS of the distribution the members are drawn from (independent
     members), so ensembles of different sizes compare on it; the plain one favours larger ensembles.
+    The almost fair CRPS (Lang et al. 2024, AIFS-CRPS §2) mixes them: ``α = 1`` is the fair one, ``α = 0``
+    the plain one; a training loss with ``α`` just below 1 keeps a gradient on every member when
+    ``M = 2`` (the fair score is flat once one member hits the target). Differentiable in the members.
     ``Σ_{i,j} |x_i − x_j| = 2 Σ_i (2i − M − 1) x_(i)`` over the sorted members (``i`` 1-based): O(M log M).
 
     Args:
         ensemble: ``(M, *S)`` members.
         truth: ``(*S)``, or any shape the members broadcast with.
-        fair: the fair estimator.
+        fair: the fair estimator (``alpha = 1``); ignored when ``alpha`` is given.
+        alpha: the almost fair CRPS's ``α ∈ [0, 1]``.
 
     Returns:
         ``broadcast(*S, truth.shape)`` CRPS per point, in the field's units (0 for a perfect point ensemble).
+
+    Raises:
+        ValueError: fewer than 2 members for ``α > 0``, ``α`` outside [0, 1], or shapes that do not broadcast.
     """
-    ensemble = _aligned(ensemble, truth, 2 if fair else 1)
+    alpha = (1.0 if fair else 0.0) if alpha is None else float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    ensemble = _aligned(ensemble, truth, 2 if alpha > 0 else 1)
     m = ensemble.shape[0]
     skill = (ensemble - truth).abs().mean(0)  # (1/M) Σ_i |x_i − y|
     ranks = torch.arange(1, m + 1, device=ensemble.device, dtype=ensemble.dtype)
     weights = (2 * ranks - m - 1).reshape(m, *([1] * (ensemble.dim() - 1)))  # (M, 1, ...)
     pair_sum = 2 * (weights * ensemble.sort(dim=0).values).sum(0)  # Σ_{i,j} |x_i − x_j|, (*S)
-    return skill - pair_sum / (2 * m * (m - 1 if fair else m))
+    if alpha == 0.0:
+        return skill - pair_sum / (2 * m * m)
+    return skill - (1.0 - (1.0 - alpha) / m) * pair_sum / (2 * m * (m - 1))
 
 
 @dataclass(frozen=True)

@@ -400,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         # a signal's stop is agreed by every process (all stop at the same step, with the same line)
         report_error(f"tempoflow: error: {err}", shared=hasattr(err, "exit_code"))
         return getattr(err, "exit_code", 2)  # 2, or 128 + the signal that stopped training after a save
+    except OSError as err:  # the machine's, not ours: a full disk, a path below a file, no permission
+        where = f": {err.filename}" if err.filename else ""
+        report_error(f"tempoflow: error: {err.strerror or err}{where}")
+        return 2
     except RuntimeError as err:
         lost = peer_lost(err)
         if lost is None:

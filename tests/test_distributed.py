@@ -208,3 +208,16 @@ def test_fsdp_trains_as_ddp_writes_whole_checkpoints_and_resumes_exactly(straigh
 
     method, _, ckpt = load_run(tmp_path / "fsdp", device="cpu")
     assert ckpt.step == 6 and sum(p.numel() for p in method.parameters()) > 0
+
+
+def test_resuming_with_another_number_of_processes_is_refused(straight, tmp_path, capsys):
+    """train.batch_size is per process: one process resuming a two-process run would halve the global batch."""
+    import shutil
+
+    from tempoflow.cli import main
+
+    run, _ = straight
+    copy = shutil.copytree(run, tmp_path / "run")
+    assert main(["train", "demo", *ARGS, f"out_dir={copy}", "train.steps=8", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "trained by 2 processes and is resumed by 1" in err and "torchrun --nproc_per_node 2" in err

@@ -221,3 +221,21 @@ def test_a_sigterm_to_the_whole_job_still_saves_and_stops_in_one_line(tmp_path, 
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     lines = [line for line in err.splitlines() if line.startswith("tempoflow:")]
     assert len(lines) == 1 and "stopped by SIGTERM at step" in lines[0] and "Traceback" not in err, err[-2000:]
+
+
+def test_a_broken_clip_with_workers_exits_with_one_line(tmp_path, folder):
+    """The process exits (it used to hang at exit, joining DataLoader workers that ignore SIGTERM) with
+    the CLI's one line and status 2."""
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in folder.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes() if p.suffix != ".mp4" or p.name != "c03.mp4" else b"x" * 300)
+    args = [sys.executable, "-m", "tempoflow.cli", "train", "demo",
+            *folder_args(broken, "train.steps=40", "data.num_workers=2"), f"out_dir={tmp_path / 'run'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("tempoflow:")]
+    assert result.returncode == 2 and len(lines) == 1 and "c03.mp4" in lines[0], result.stderr[-2000:]

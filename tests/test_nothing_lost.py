@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from tempoflow.cli import main
@@ -318,7 +319,8 @@ def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(tmp_path, s
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_one(tiny_cfg, monkeypatch, capsys):
+@pytest.mark.parametrize("error", ["OSError", "SafetensorError"])
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_one(tiny_cfg, monkeypatch, capsys, error):
     cfg = tiny_cfg("train.steps=4", "train.checkpoint_every=2")
     opts = ["train", "demo", *TINY, f"out_dir={cfg.out_dir}", "train.steps=4", "train.checkpoint_every=2"]
     assert main([*opts, "--until", "2"]) == 0
@@ -326,8 +328,9 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_one(tiny
     real = checkpoint_module.save_file
 
     def full(tensors, path, *args, **kwargs):
-        if "step_00000004" in str(path):
-            raise OSError(28, "No space left on device")
+        if "step_00000004" in str(path):  # safetensors reports ENOSPC as its own error
+            raise OSError(28, "No space left on device") if error == "OSError" else \
+                SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
         return real(tensors, path, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module, "save_file", full)
@@ -365,3 +368,14 @@ def test_a_refused_run_writes_nothing_into_the_holders_folder(tmp_path):
         with pytest.raises(ConfigError):
             train(cfg)
         assert (tmp_path / "run" / "config.yaml").read_text() == "the holder's"
+
+
+def test_writing_below_a_file_is_one_line(tiny_cfg, capsys):
+    """An environment fault outside training (here: an output path below a file) is the CLI's one line."""
+    cfg = tiny_cfg("train.steps=2")
+    assert main(["train", "demo", *TINY, f"out_dir={cfg.out_dir}", "train.steps=2"]) == 0
+    capsys.readouterr()
+    below = Path(cfg.out_dir) / "config.yaml" / "x.mp4"
+    assert main(["sample", cfg.out_dir, "--prompt", "a red circle moves left", "--out", str(below)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tempoflow: error: ") and "\n" not in err and "config.yaml" in err, err

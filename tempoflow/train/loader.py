@@ -112,6 +112,14 @@ class RowLoader:
         )
         self.batches = iter(loader) if steps > 0 else None
 
+    def close(self) -> None:
+        """Stop the workers now (training ended, or an error is on its way up): a worker left running
+        would keep the process from exiting, as workers ignore the stop signals."""
+        batches, self.batches = self.batches, None
+        shutdown = getattr(batches, "_shutdown_workers", None)  # DataLoader's own clean stop
+        if shutdown is not None:
+            shutdown()
+
     def next(self, indices: Tensor) -> Tensor:
         """The rows ``indices`` (this step's draw, ``(B,)`` long): ``(B, ...)`` float32, CPU.
 

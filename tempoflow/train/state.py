@@ -44,7 +44,7 @@ from accelerate.utils import load as torch_load_safe_numpy
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from tempoflow.errors import CheckpointError
+from tempoflow.errors import CheckpointError, ConfigError
 from tempoflow.train.checkpoint import STATE, Checkpoint, damaged
 from tempoflow.weights import TORCH_LOAD_ERRORS, first_line
 
@@ -211,16 +211,19 @@ def _read_info(ckpt: Checkpoint) -> dict:
     return info
 
 
-def read_training_state(ckpt: Checkpoint, rank: int, scaler: bool) -> TrainingState:
+def read_training_state(ckpt: Checkpoint, rank: int, scaler: bool, processes: int = 1) -> TrainingState:
     """Everything in the checkpoint's ``state/`` this process restores, read without running code.
 
     Args:
         ckpt: the checkpoint to resume from.
         rank: this process's index (its RNG file).
         scaler: whether the run has an fp16 gradient scaler to restore.
+        processes: how many processes resume it: as many as saved it (``train.batch_size`` is per
+            process, so another count would change the global batch, and each process's generators).
 
     Raises:
         CheckpointError: no ``state/``, or a file of it missing, changed or unreadable.
+        ConfigError: resumed by another number of processes than trained it.
     """
     folder = ckpt.path / STATE
     if not folder.is_dir():
@@ -229,12 +232,16 @@ def read_training_state(ckpt: Checkpoint, rank: int, scaler: bool) -> TrainingSt
         return _read_accelerate_state(ckpt, rank, scaler)
     info = _read_info(ckpt)
     files = {"optimizer": OPTIMIZER, "scheduler": SCHEDULER, "scaler": SCALER, "rng": rng_file(rank)}
-    rng = None
-    if rank < info["processes"]:
-        rng = read_tree(ckpt, files["rng"])
-    else:
-        warnings.warn(f"{ckpt.path} was saved by {info['processes']} processes: process {rank} starts "
-                      "its random generators from the seed (the run will not match one that never stopped)")
+    if info["processes"] != processes:
+        saved = info["processes"]
+        raise ConfigError(
+            f"--resume: the run in {ckpt.run_folder} was trained by {saved} process{'es' * (saved != 1)} and is "
+            f"resumed by {processes}: train.batch_size is per process, so the global batch would change from "
+            f"{saved}× to {processes}× train.batch_size; resume it with {saved} process{'es' * (saved != 1)}"
+            + (f" (torchrun --nproc_per_node {saved} -m tempoflow.cli train ... --resume)" if saved > 1 else
+               " (no launcher)")
+        )
+    rng = read_tree(ckpt, files["rng"])
     return TrainingState(
         step=info["step"],
         optimizer=read_tree(ckpt, OPTIMIZER),

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors import SafetensorError
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -308,7 +309,7 @@ class Trainer:
                 weights, ema = full_state(self.unwrapped), full_tensors(ema)
             if self.accelerator.is_main_process:
                 final = commit_checkpoint(self.ckpt_dir, step, weights, ema, self.config_dict, self.meta)
-        except OSError as err:
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error
             shutil.rmtree(tmp, ignore_errors=True)
             earlier = newest_finite_checkpoint(self.ckpt_dir)
             raise TrainingError(
@@ -344,7 +345,8 @@ class Trainer:
             raise CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}")
         ckpt = read_checkpoint(self.ckpt_dir)
         ckpt.verify()
-        state = read_training_state(ckpt, self.accelerator.process_index, self.accelerator.scaler is not None)
+        state = read_training_state(ckpt, self.accelerator.process_index, self.accelerator.scaler is not None,
+                                    self.accelerator.num_processes)
         if self.sharded:
             load_full_state(self.unwrapped, ckpt.tensors(WEIGHTS), ckpt.path / WEIGHTS)
         else:
@@ -413,6 +415,9 @@ class Trainer:
             finally:
                 if self.threads is not None:
                     self.threads.finish()
+                if self.loader is not None:
+                    self.loader.close()
+                    self.loader = None
         if self.stopped_by is not None:
             raise Interrupted(
                 f"stopped by {signal.Signals(self.stopped_by).name} at step {self.state.step}; checkpoint: "

@@ -56,6 +56,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out)
+    if (out / "manifest.csv").exists():
+        raise ConfigError(f"{out / 'manifest.csv'} exists: {out} already holds a dataset; choose another --out")
     rows = []
     for split in args.splits:
         data = load_dataset(cfg.data, split)
@@ -121,6 +123,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.until is not None and args.until < 1:
         raise ConfigError(f"--until must be a step >= 1 to stop at, got {args.until}")
     cfg = load_config(args.config, args.overrides)
+    if args.until is not None and args.until > cfg.train.steps:
+        raise ConfigError(f"--until {args.until} is past train.steps={cfg.train.steps}: raise train.steps to train "
+                          "that long, or stop sooner")
     result = train(cfg, resume=args.resume, until=args.until)
     if not result.main_process:  # one report per run, from the main process of a launcher
         return 0

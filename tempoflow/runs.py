@@ -8,6 +8,7 @@ trained method back from a run or checkpoint folder). Everything below it takes 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -277,8 +278,27 @@ def make_trainer(cfg: ExperimentConfig, resume: bool = False, text: TextEncoder 
     if saved is not None and saved.meta.get("codec_fingerprint") != meta.get("codec_fingerprint"):
         raise ConfigError(f"--resume: the run in {out} was trained in another latent space: its codec now "
                           "loads different weights (was the codec's run retrained or replaced?)")
+    if getattr(data, "paths", None) is not None:  # the user's files: pin which ones, as the codec is pinned
+        meta["data_fingerprint"] = files_fingerprint(data.paths, data.captions)
+        before = saved.meta.get("data_fingerprint") if saved is not None else None
+        if before is not None and before != meta["data_fingerprint"]:
+            raise ConfigError(
+                f"--resume: the training videos of the run in {out} changed since it started ({before['videos']} "
+                f"then, {meta['data_fingerprint']['videos']} now, or other files or captions): resume with the "
+                "same files, or train the new set into another out_dir"
+            )
     return Trainer(method, rows, data.captions, cfg.train, out, to_dict(cfg), meta, cfg.device, key,
                    num_workers=cfg.data.num_workers)
+
+
+def files_fingerprint(paths: list[Path], captions: list[str] | None) -> dict:
+    """What identifies a training set of files without reading them: their count and the SHA-256 of every
+    (name, size, caption) — a file added, removed, replaced by another size or recaptioned changes it."""
+    digest = hashlib.sha256()
+    for i, path in enumerate(paths):
+        size = path.stat().st_size if path.exists() else -1
+        digest.update(json.dumps([path.name, size, captions[i] if captions is not None else None]).encode())
+    return {"videos": len(paths), "sha256": digest.hexdigest()[:16]}
 
 
 def _require_captions(method: str, captions: list[str] | None, paths: list[Path] | None) -> None:

@@ -5,6 +5,7 @@ weights bit for bit, a resumed lazy run continues exactly, and a file that break
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -239,3 +240,18 @@ def test_a_broken_clip_with_workers_exits_with_one_line(tmp_path, folder):
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
     lines = [line for line in result.stderr.splitlines() if line.startswith("tempoflow:")]
     assert result.returncode == 2 and len(lines) == 1 and "c03.mp4" in lines[0], result.stderr[-2000:]
+
+
+def test_resuming_on_changed_files_is_refused(tmp_path, folder):
+    """A folder's videos are pinned like a codec: resuming after files were removed is one line, not a
+    silent run on another training set."""
+    from tempoflow.errors import ConfigError
+
+    mine = tmp_path / "mine"
+    shutil.copytree(folder, mine)
+    cfg = load_config(None, folder_args(mine, "train.steps=4", f"out_dir={tmp_path / 'run'}"))
+    train(cfg, until=2)
+    for p in sorted(mine.glob("c0[0-3].*")):
+        p.unlink()
+    with pytest.raises(ConfigError, match=r"training videos of the run .* changed since it started \(12 then, 8 now"):
+        train(cfg, resume=True)

@@ -124,3 +124,14 @@ def test_vlfm_frames_beyond_memory_are_refused_before_sampling(vlfm_run, tmp_pat
     assert err.startswith("scoring 1 samples at 32000000 times (eval.time_rate 1000000, eval.time_extent 8) at "
                           "16x16 needs ") and err.endswith("lower eval.time_rate or eval.time_extent")
     assert not (tmp_path / "ev" / "samples.mp4").exists()
+
+
+def test_until_past_the_run_and_a_second_dataset_into_one_folder_are_refused(tmp_path, capsys):
+    assert "--until 9 is past train.steps=4" in _one_line_error(
+        capsys, ["train", "demo", *TINY, f"out_dir={tmp_path / 'run'}", "--until", "9"])
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.csv").write_text("path,text\nmine.mp4,my own\n")
+    message = _one_line_error(capsys, ["data", "render", "demo", *TINY, "--out", str(tmp_path / "data")])
+    assert "already holds a dataset" in message
+    assert (tmp_path / "data" / "manifest.csv").read_text() == "path,text\nmine.mp4,my own\n"

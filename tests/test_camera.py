@@ -73,8 +73,8 @@ def test_a_pan_of_d_pixels_per_second_lands_exactly(motion):
     ys, xs = slice(max(-dy, 0), L - max(dy, 0)), slice(max(-dx, 0), L - max(dx, 0))
     ys0, xs0 = slice(max(dy, 0), L + min(dy, 0)), slice(max(dx, 0), L + min(dx, 0))
     torch.testing.assert_close(f1[:, ys, xs], f0[:, ys0, xs0], atol=2e-5, rtol=0)
-    x, y, _, _ = poses([shot], torch.tensor([1.0]))
-    assert (float(x), float(y)) == pytest.approx((60.0 + dx, 58.0 + dy), abs=1e-9)
+    pose = poses([shot], torch.tensor([1.0]))
+    assert (float(pose.cx), float(pose.cy)) == pytest.approx((60.0 + dx, 58.0 + dy), abs=1e-9)
 
 
 def _reference(image: np.ndarray, cx: float, cy: float, s: float, theta: float) -> np.ndarray:
@@ -136,7 +136,8 @@ def test_views_stay_inside_the_photo_until_the_horizon():
     cfg = CameraConfig(speeds=True)
     shots = make_camera(dataclasses.replace(cfg, videos_per_caption=2), "train").shots
     t = torch.linspace(0, cfg.horizon, 33)
-    x, y, s, _ = poses(shots, t)  # (N, T)
+    pose = poses(shots, t)
+    x, y, s = pose.cx, pose.cy, pose.s  # (N, T)
     rotates = torch.tensor([sh.motion in ("clockwise", "counterclockwise") for sh in shots])[:, None]
     r = (L / 2) / s * torch.where(rotates, math.sqrt(2.0), 1.0)  # half side, or circumradius when turning
     assert ((x - r) >= -1e-9).all() and ((x + r) <= S + 1e-9).all()

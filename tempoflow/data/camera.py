@@ -215,9 +215,19 @@ def working_image(name: str, size: int) -> Tensor:
     return F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
 
 
-def poses(shots: list[Shot], times: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Camera poses of ``shots`` at ``times`` (``(T,)`` seconds): centre ``cx, cy`` (working pixels),
-    zoom ``s`` and angle ``θ`` (radians), each ``(N, T)`` float64."""
+@dataclass(frozen=True)
+class Pose:
+    """Camera poses, each ``(N, T)`` float64: centre ``cx, cy`` (working pixels), zoom ``s`` (the view
+    is ``L / s`` working pixels wide) and angle ``theta`` (radians, > 0 clockwise on screen)."""
+
+    cx: Tensor
+    cy: Tensor
+    s: Tensor
+    theta: Tensor
+
+
+def poses(shots: list[Shot], times: Tensor) -> Pose:
+    """Camera poses of ``shots`` at ``times`` (``(T,)`` seconds) in closed form (module doc)."""
     t = torch.as_tensor(times, dtype=torch.float64)[None]  # (1, T)
     p = torch.tensor([[sh.cx, sh.cy, sh.s0, sh.rate] for sh in shots], dtype=torch.float64).reshape(-1, 4)
     cx, cy, s0, rate = (p[:, k : k + 1] for k in range(4))  # (N, 1)
@@ -231,7 +241,7 @@ def poses(shots: list[Shot], times: Tensor) -> tuple[Tensor, Tensor, Tensor, Ten
     y = cy + torch.where(pan, rate * uy[:, None] * t, zero)
     s = s0 * torch.where(zoom, torch.exp(rate * t), torch.ones_like(t))  # s(t) = s0 exp(k t)
     theta = torch.where(rot, rate * t, zero)  # θ(t) = ω t
-    return x, y, s, theta.expand_as(x)
+    return Pose(x, y, s, theta.expand_as(x))
 
 
 def sampling_theta(cx: Tensor, cy: Tensor, s: Tensor, theta: Tensor, resolution: int, size: int) -> Tensor:
@@ -257,8 +267,8 @@ def render_shots(shots: list[Shot], times: Tensor, resolution: int, size: int) -
     out = torch.zeros(len(shots), T, 3, L, L)
     if not shots:
         return out
-    x, y, s, th = poses(shots, times)  # (N, T) each
-    affine = sampling_theta(x, y, s, th, L, size).float()  # (N, T, 2, 3)
+    pose = poses(shots, times)  # (N, T) each
+    affine = sampling_theta(pose.cx, pose.cy, pose.s, pose.theta, L, size).float()  # (N, T, 2, 3)
     for photo in sorted({sh.photo for sh in shots}):
         idx = torch.tensor([n for n, sh in enumerate(shots) if sh.photo == photo])
         M = len(idx)

@@ -35,7 +35,7 @@ class MissingExtraError(TempoflowError):
 
 
 # Import names whose pip distribution is named otherwise.
-_PIP_NAMES = {"sklearn": "scikit-learn"}
+_PIP_NAMES = {"sklearn": "scikit-learn", "skimage": "scikit-image"}
 
 
 @contextmanager

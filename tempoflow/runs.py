@@ -108,7 +108,7 @@ def caption_vocabulary(data: DataConfig) -> list[str]:
     """Every caption of a captioned data set, all splits (align's noise words avoid them all).
 
     Raises:
-        ConfigError: the data set has no caption grammar (only shapes and digits do).
+        ConfigError: the data set has no caption grammar (only shapes, digits and camera do).
     """
     if data.name == "shapes":
         from tempoflow.data.shapes import all_captions
@@ -118,7 +118,11 @@ def caption_vocabulary(data: DataConfig) -> list[str]:
         from tempoflow.data.digits import all_captions
 
         return all_captions(data.digits)
-    raise ConfigError(f"method align needs captioned data (data.name shapes or digits), got '{data.name}'")
+    if data.name == "camera":
+        from tempoflow.data.camera import all_captions
+
+        return all_captions(data.camera)
+    raise ConfigError(f"method align needs captioned data (data.name shapes, digits or camera), got '{data.name}'")
 
 
 def starts_at_zero(data: DataConfig) -> bool:

@@ -23,7 +23,7 @@ from tempoflow.errors import ConfigError, MissingExtraError
 from .conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONAL = ("diffusers", "sklearn", "matplotlib", "h5py")  # what the extras install (pyproject)
+OPTIONAL = ("diffusers", "sklearn", "skimage", "matplotlib", "h5py")  # what the extras install (pyproject)
 
 
 def _env() -> dict:
@@ -126,6 +126,18 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, tmp_path):
             digits._sklearn_digits()
     finally:
         digits._sklearn_digits.cache_clear()
+
+    from tempoflow.data import camera
+
+    _block(monkeypatch, "skimage")
+    camera._photo_pixels.cache_clear()
+    camera.working_image.cache_clear()
+    try:
+        with pytest.raises(MissingExtraError, match=r"needs scikit-image: pip install 'tempoflow\[camera\]'"):
+            camera.working_image("cat", 16)
+    finally:
+        camera._photo_pixels.cache_clear()
+        camera.working_image.cache_clear()
 
     _block(monkeypatch, "matplotlib")
     points = torch.randn(6, 4)

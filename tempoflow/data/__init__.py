@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from tempoflow.configio import require
+from tempoflow.data.camera import CameraConfig
 from tempoflow.data.digits import DigitsConfig
 from tempoflow.data.folder import FolderConfig
 from tempoflow.data.physics.porous import PorousConfig
@@ -22,13 +23,14 @@ from tempoflow.data.the_well import WELL_SPLITS, TheWellConfig
 from tempoflow.errors import ConfigError
 
 if TYPE_CHECKING:
+    from tempoflow.data.camera import CameraDataset
     from tempoflow.data.digits import DigitsDataset
     from tempoflow.data.folder import FolderClips
     from tempoflow.data.shapes import ShapesDataset
 
 PHYSICS_KINDS = ("wave", "porous", "sde")  # data.name values served by tempoflow.data.physics
 FIELD_KINDS = (*PHYSICS_KINDS, "the_well")  # fields (signed, not clamped): our simulators and The Well's files
-DATASETS = ("shapes", "digits", "folder", *FIELD_KINDS)
+DATASETS = ("shapes", "digits", "camera", "folder", *FIELD_KINDS)
 PHYSICS_SPLITS = ("train", "test")
 LOADING = ("auto", "memory", "lazy")  # data.loading
 
@@ -65,14 +67,15 @@ class PhysicsConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset to train on; ``name`` selects the sub-config that is used: "shapes" or "digits"
-    (captioned video), "folder" (your videos: a folder or an Open-Sora-style CSV), a physics kind
+    """Which dataset to train on; ``name`` selects the sub-config that is used: "shapes", "digits" or
+    "camera" (captioned video), "folder" (your videos: a folder or an Open-Sora-style CSV), a physics kind
     "wave", "porous", "sde" (``physics``), or "the_well" (trajectories in The Well's HDF5 files)."""
 
     name: str = "shapes"
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     digits: DigitsConfig = field(default_factory=DigitsConfig)  # used when name is "digits"
+    camera: CameraConfig = field(default_factory=CameraConfig)  # used when name is "camera": photographs
     folder: FolderConfig = field(default_factory=FolderConfig)  # used when name is "folder": your videos
     the_well: TheWellConfig = field(default_factory=TheWellConfig)  # used when name is "the_well"
     # Folder written by `tempoflow data encode`: train on its latents instead of encoding every batch.
@@ -213,9 +216,9 @@ def export_the_well(cfg: DataConfig, out: str | Path, splits: tuple[str, ...] = 
     return paths
 
 
-def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset | DigitsDataset | TrajectoryDataset:
-    """The videos (with captions and buckets for shapes and digits) of one split: "train", "test" or
-    "heldout" for shapes and digits; "train" or "test" for the physics kinds (and "valid" for The Well)."""
+def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset | DigitsDataset | CameraDataset | TrajectoryDataset:
+    """The videos (with captions and buckets for shapes, digits and camera) of one split: "train", "test"
+    or "heldout" for those; "train" or "test" for the physics kinds (and "valid" for The Well)."""
     from tempoflow.data.shapes import make_shapes
 
     _check(cfg)
@@ -236,6 +239,13 @@ def load_dataset(cfg: DataConfig, split: str) -> ShapesDataset | DigitsDataset |
             return make_digits(cfg.digits, split)
         except ValueError as err:
             raise ConfigError(f"data.digits: {err}") from err
+    if cfg.name == "camera":
+        from tempoflow.data.camera import make_camera
+
+        try:
+            return make_camera(cfg.camera, split)
+        except ValueError as err:
+            raise ConfigError(f"data.camera: {err}") from err
     try:
         return make_shapes(cfg.shapes, split)
     except ValueError as err:
@@ -279,7 +289,7 @@ def video_shape(cfg: DataConfig) -> tuple[int, int, int, int]:
         p = cfg.physics
         channels = 2 if cfg.name == "porous" and p.porous.with_pressure else 1
         return p.n_times + int(p.include_initial), channels, p.size, p.size
-    s = {"digits": cfg.digits, "folder": cfg.folder}.get(cfg.name, cfg.shapes)
+    s = {"digits": cfg.digits, "camera": cfg.camera, "folder": cfg.folder}.get(cfg.name, cfg.shapes)
     return s.num_frames, 3, s.resolution, s.resolution
 
 
@@ -293,4 +303,4 @@ def frame_rate(cfg: DataConfig) -> float:
         return well_shape(cfg.the_well)[1]
     if cfg.name in PHYSICS_KINDS:
         return cfg.physics.n_times / getattr(cfg.physics, cfg.name).t_end
-    return float({"digits": cfg.digits, "folder": cfg.folder}.get(cfg.name, cfg.shapes).fps)
+    return float({"digits": cfg.digits, "camera": cfg.camera, "folder": cfg.folder}.get(cfg.name, cfg.shapes).fps)

@@ -50,6 +50,11 @@ class CaptionedVideos:
         """Captions of the buckets, in bucket-id order."""
         return list(dict.fromkeys(self.captions))
 
+    def render_at(self, index: int, times: Tensor) -> Tensor:
+        """Ground truth of video ``index`` at any ``times`` (``(T,)`` seconds) → ``(T, C, H, W)``: only data
+        rendered from a closed form has one (shapes, digits, camera)."""
+        raise NotImplementedError(f"{type(self).__name__} has no renderer: its frames exist only at k / fps")
+
     def buckets(self) -> dict[str, list[int]]:
         """Caption → indices of its videos in this split."""
         out: dict[str, list[int]] = {}

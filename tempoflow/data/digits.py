@@ -296,6 +296,10 @@ class DigitsDataset(CaptionedVideos):
     fps: float
     split: str
 
+    def render_at(self, index: int, times: Tensor) -> Tensor:
+        """Ground truth of video ``index`` at any ``times`` (``(T,)`` seconds) → ``(T, 3, H, W)``."""
+        return render(self.scenes[index], times)
+
 
 
 def _bucket_instances(digit: int, cfg: DigitsConfig, caption_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -353,4 +357,4 @@ def make_digits(cfg: DigitsConfig, split: str) -> DigitsDataset:
 
 def render_at(dataset: DigitsDataset, index: int, times: Tensor) -> Tensor:
     """Ground truth of video ``index`` at any ``times`` (``(T,)`` seconds) → ``(T, 3, H, W)``."""
-    return render(dataset.scenes[index], times)
+    return dataset.render_at(index, times)

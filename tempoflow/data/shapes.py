@@ -347,6 +347,10 @@ class ShapesDataset(CaptionedVideos):
     fps: float
     split: str
 
+    def render_at(self, index: int, times: Tensor) -> Tensor:
+        """Ground truth of video ``index`` at any ``times`` (``(T,)`` seconds) → ``(T, 3, H, W)``."""
+        return render(self.scenes[index], times)
+
 
 
 
@@ -384,4 +388,4 @@ def make_shapes(cfg: ShapesConfig, split: str) -> ShapesDataset:
 
 def render_at(dataset: ShapesDataset, index: int, times: Tensor) -> Tensor:
     """Ground truth of video ``index`` at any ``times`` (``(T,)`` seconds) → ``(T, 3, H, W)``."""
-    return render(dataset.scenes[index], times)
+    return dataset.render_at(index, times)

@@ -11,7 +11,7 @@ captions and for the held-out combinations, over EVERY caption of the split:
   ``E_v(v)`` of generated and real videos — one generated video per real video, from its caption, so
   a bucket without diversity is penalised. The offline feature extractor is the run's own video WAE
   encoder: these are NOT FVD/KVD (those need I3D, ``eval.i3d_path``);
-- ``caption_accuracy`` (+ per attribute) from the data set's oracle (shapes or digits);
+- ``caption_accuracy`` (+ per attribute) from the data set's oracle (shapes, digits or camera);
 - ``recall_at_1`` / ``recall_at_5``: text → video retrieval in the alignment space: each caption's
   ``M(E_t(t))`` ranks the ``E_s(E_v(v))`` of every video of the data set (train, test and held-out
   splits) by cosine; a hit when one of the top k is a video of the caption's bucket.
@@ -34,6 +34,7 @@ from torch import Tensor
 from tempoflow.config import ExperimentConfig
 from tempoflow.data import load_dataset
 from tempoflow.errors import MissingExtraError, needs_extra
+from tempoflow.evaluate.scores import oracle_scores
 from tempoflow.methods.align import Align, AlignSpaces
 from tempoflow.methods.contrastive import cosine_matrix
 from tempoflow.metrics.distribution import frechet_distance_features, polynomial_mmd
@@ -81,20 +82,7 @@ def retrieval_recall(
 
 def oracle_accuracy(cfg: ExperimentConfig, videos: Tensor, captions: list[str]) -> dict:
     """Caption accuracy of ``videos`` ``(B, T, C, H, W)`` by the data set's oracle."""
-    if cfg.data.name == "digits":
-        from tempoflow.metrics.digits_oracle import caption_accuracy
-
-        s = caption_accuracy(videos, captions, cfg.data.digits)
-        return {"caption_accuracy": s.accuracy, "digit_accuracy": s.digit, "direction_accuracy": s.direction}
-    from tempoflow.metrics.oracle import caption_accuracy
-
-    s = caption_accuracy(videos, captions)
-    return {
-        "caption_accuracy": s.accuracy,
-        "colour_accuracy": s.colour,
-        "shape_accuracy": s.shape,
-        "direction_accuracy": s.direction,
-    }
+    return oracle_scores(videos, captions, cfg.data)
 
 
 def generate(method: Align, captions: list[str]) -> Tensor:

@@ -1,6 +1,7 @@
 """Scoring a continuous-time video model against ground truth at any times (DESIGN §4, §7).
 
-The shapes renderer draws a scene at any float time, so frames generated between training frames
+The renderers of the built-in captioned data (shapes, digits, camera: ``data.render_at``) draw a video
+at any float time, so frames generated between training frames
 (interpolation) and past the training duration T (extrapolation) are scored against the true frames
 at exactly those times, not by eye. A sample is generated from a caption, so its ground truth is
 the video of the caption's bucket it matches best ON THE TRAINING FRAMES; that match is then
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tempoflow.data.shapes import ShapesDataset, render_at
+from tempoflow.data.captioned import CaptionedVideos
 from tempoflow.methods.base import SamplingOptions
 from tempoflow.metrics.video import nearest_in_bucket, psnr_per_frame, ssim_per_frame
 
@@ -74,7 +75,7 @@ def linear_between_frames(frames: Tensor, fps: float, times: Tensor) -> Tensor:
 
 @torch.no_grad()
 def continuous_time_scores(
-    method, data: ShapesDataset, captions: list[str], grid: TimeGrid, seed: int = 0,
+    method, data: CaptionedVideos, captions: list[str], grid: TimeGrid, seed: int = 0,
     options: SamplingOptions | None = None, chunk: int = 16,
 ) -> dict:
     """Generate each caption on ``grid`` and score it against the renderer at the same times.
@@ -85,7 +86,7 @@ def continuous_time_scores(
 
     Args:
         method: a ``vlfm``-like method with ``sample(captions, generator, times)``, ``fps``, ``num_frames``.
-        data: the split the captions' buckets come from (its scenes give the truth at any time).
+        data: the split the captions' buckets come from (its ``render_at`` gives the truth at any time).
         captions: prompts (each must have a bucket in ``data``).
         grid: output times (see :func:`time_grid`).
         seed: the samples' noise.
@@ -115,9 +116,9 @@ def continuous_time_scores(
     truths = []
     for b, caption in enumerate(captions):
         members = buckets[caption]
-        candidates = torch.stack([render_at(data, j, grid.times[inside]) for j in members])  # (K, M_in, ...)
+        candidates = torch.stack([data.render_at(j, grid.times[inside]) for j in members])  # (K, M_in, ...)
         best = nearest_in_bucket(samples[b : b + 1, inside], [candidates], metric="psnr").index
-        truths.append(render_at(data, members[int(best)], grid.times))
+        truths.append(data.render_at(members[int(best)], grid.times))
     truth = torch.stack(truths)  # (B, M, C, H, W)
     p = psnr_per_frame(samples, truth)  # (B, M)
     s = ssim_per_frame(samples, truth)  # (B, M)

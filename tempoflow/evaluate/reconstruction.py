@@ -41,7 +41,8 @@ def evaluate_reconstruction(method: Method, cfg: ExperimentConfig, ckpt, out: Pa
             "data_range": data_range,
         }
         if data.captions is not None:
-            metrics[split].update({f"reconstruction_{k}": v for k, v in oracle_scores(recon, data.captions).items()})
+            oracle = oracle_scores(recon, data.captions, cfg.data)
+            metrics[split].update({f"reconstruction_{k}": v for k, v in oracle.items()})
         if fields:  # shown as video: the truth's range mapped to [0, 1]
             lo = float(videos.min())
             videos, recon = (videos - lo) / data_range, ((recon - lo) / data_range).clamp(0, 1)

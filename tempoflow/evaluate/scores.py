@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tempoflow.data import DataConfig
 from tempoflow.data.shapes import parse_caption
 from tempoflow.metrics.distribution import frechet_distance_features, polynomial_mmd
 from tempoflow.metrics.features import thumbnail_features
@@ -50,16 +51,49 @@ def fvd_extractor(i3d_path: str, num_frames: int, device: torch.device) -> I3DFe
     return I3DFeatures(load_i3d(i3d_path).to(device))
 
 
-def oracle_scores(videos: Tensor, captions: list[str]) -> dict:
-    """Caption accuracy read from pixels by the shapes oracle (n/a for captions outside its grammar)."""
-    try:
-        for c in set(captions):
-            parse_caption(c)
-    except ValueError:
+def oracle_scores(videos: Tensor, captions: list[str], data: DataConfig | None = None) -> dict:
+    """Caption accuracy read from pixels by the data set's oracle: ``data.name`` picks it (shapes, digits
+    or camera); without ``data``, the caption grammar does (shapes, else camera with its default
+    photographs). Captions outside the grammar give "n/a"."""
+    name = data.name if data is not None else _grammar_of(captions)
+    if name == "digits":
+        from tempoflow.data.digits import parse_caption as parse_digits
+        from tempoflow.metrics.digits_oracle import caption_accuracy as digits_accuracy
+
+        if not _parses(parse_digits, captions):
+            return {"caption_accuracy": "n/a: captions outside the digits grammar"}
+        d = digits_accuracy(videos, captions, data.digits)
+        return {"caption_accuracy": d.accuracy, "digit_accuracy": d.digit, "direction_accuracy": d.direction}
+    if name == "camera":
+        from tempoflow.data.camera import parse_caption as parse_camera
+        from tempoflow.metrics.camera_oracle import caption_accuracy as camera_accuracy
+
+        if not _parses(parse_camera, captions):
+            return {"caption_accuracy": "n/a: captions outside the camera grammar"}
+        c = camera_accuracy(videos, captions, data.camera if data is not None else None)
+        return {"caption_accuracy": c.accuracy, "photo_accuracy": c.photo, "motion_accuracy": c.motion,
+                "motion_kind_accuracy": c.kind}
+    if not _parses(parse_caption, captions):
         return {"caption_accuracy": "n/a: captions outside the shapes grammar"}
     score = caption_accuracy(videos, captions)
     return {"caption_accuracy": score.accuracy, "colour_accuracy": score.colour,
             "shape_accuracy": score.shape, "direction_accuracy": score.direction}
+
+
+def _parses(parse, captions: list[str]) -> bool:
+    try:
+        for c in set(captions):
+            parse(c)
+    except ValueError:
+        return False
+    return True
+
+
+def _grammar_of(captions: list[str]) -> str:
+    """"camera" when every caption is a camera caption, else "shapes" (the default grammar)."""
+    from tempoflow.data.camera import parse_caption as parse_camera
+
+    return "camera" if captions and _parses(parse_camera, captions) else "shapes"
 
 
 def i3d_scores(samples: Tensor, buckets: list[Tensor], i3d: I3DFeatures | str) -> dict:

@@ -149,7 +149,7 @@ def evaluate_text_to_video(method: Method, cfg: ExperimentConfig, ckpt, out: Pat
         if not sel:
             continue
         sel_captions = [captions[i] for i in sel]
-        metrics[split] = row = {"samples": len(sel), **oracle_scores(videos[sel], sel_captions)}
+        metrics[split] = row = {"samples": len(sel), **oracle_scores(videos[sel], sel_captions, cfg.data)}
         have = [i for i in sel if captions[i] in refs]
         if have:
             buckets = [refs[captions[i]] for i in have]

@@ -10,9 +10,14 @@ Four experiments, each trained with the real trainer (``tempoflow.train``) and s
 1. Table 1 — on wave and porous data: lifting (1 network call per frame) against ARDM sampled with
    s = 2, 5, 10, 20, 40 Euler steps per frame, and against the one-step peers on the same UNet, data and
    training budget (issue 17): ``meanflow`` sampled with 1 and 2 calls per frame and ``crps`` (1 call):
-   WCT (crossing-time W2, normalised time), WIM (time-averaged mass W2) over the sampled trajectories, wall
-   time per frame; the train-vs-test row is the floor that finite sample sizes leave. ``--peers`` picks the
-   methods besides lifting.
+   WCT (crossing-time W2, normalised time), WIM (time-averaged mass W2) over the sampled trajectories; the
+   ensemble scores ``tempoflow eval`` reports (``evaluate.trajectories.ensemble_evaluation``: CRPS and fair
+   CRPS, spread/skill ratio and its corrected form, energy-spectrum error, VRMSE per member and of the
+   ensemble mean, VRMSE over The Well's roll-out windows; ``--ensemble`` members); network calls per frame;
+   wall time per frame as a ratio to lifting, every setting timed on the same batch in one interleaved loop
+   (median of ``--time-repeats``). The train-vs-test row is the floor that finite sample sizes leave (for the
+   ensemble scores: ``--ensemble`` training simulations as the ensemble). ``--peers`` picks the methods
+   besides lifting. Writes ``table1.md`` next to ``results.json``.
 2. Figure 4 left/middle — label dimension d: final training loss and WCT (first kind only).
 3. Figure 4 right — the direct jump x_0 → x_{T−1} without roll-out, against the roll-out's last frame:
    final-frame mass W2 and the distance of each generated last frame to its nearest held-out last frame
@@ -29,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -39,7 +45,7 @@ from tempoflow.config import ExperimentConfig, load_config
 from tempoflow.configio import to_dict
 from tempoflow.data import load_dataset
 from tempoflow.evaluate.record import hardware
-from tempoflow.evaluate.trajectories import timed_rollout, trajectory_scores
+from tempoflow.evaluate.trajectories import ensemble_evaluation, timed_rollout, trajectory_scores
 from tempoflow.methods.lifting import StochasticLifting
 from tempoflow.metrics.qoi import mass, wasserstein_1d
 from tempoflow.report.html import read_log
@@ -71,6 +77,7 @@ def experiment(args: argparse.Namespace, config: str, name: str, *overrides: str
         f"train.checkpoint_every={args.steps}",
         f"train.log_every={max(1, args.steps // 10)}",
         f"device={args.device}",
+        f"eval.ensemble_size={args.ensemble}",
         f"out_dir={args.out / name}",
     ]
     return load_config(config, [*sizes, *overrides])
@@ -102,8 +109,10 @@ def train_and_load(cfg: ExperimentConfig, reuse: bool = False):
     return method, result.last_loss
 
 
-def scores(method, cfg: ExperimentConfig, n: int, seed: int) -> dict:
-    """Roll out ``n`` trajectories from the fixed initial state and score them against the test split."""
+def scores(method, cfg: ExperimentConfig, n: int, seed: int, ensemble: bool = False) -> dict:
+    """Roll out ``n`` trajectories from the fixed initial state and score them against the test split; with
+    ``ensemble``, also the probabilistic scores ``tempoflow eval`` reports (``ensemble_evaluation``:
+    ``eval.ensemble_size`` members verified by every held-out simulation) under ``"ensemble"``."""
     test = load_dataset(cfg.data, "test")
     context = context_length(cfg)
     run = timed_rollout(method, initial_frames(cfg, n), test.videos.shape[1] - context, seed)
@@ -111,19 +120,51 @@ def scores(method, cfg: ExperimentConfig, n: int, seed: int) -> dict:
     times = method.frame_times(run["frames"].shape[1])
     out = trajectory_scores(run["frames"], test.videos, times, cfg.data.name, context)
     out.update(nfe_per_frame=run["nfe"] / steps, ms_per_frame=1e3 * run["seconds"] / steps)
+    if ensemble:
+        train_videos = load_dataset(cfg.data, "train").videos
+        out["ensemble"] = ensemble_evaluation(method, test.videos, train_videos, context, cfg).summary
     return {**out, "frames": run["frames"]}
+
+
+def relative_wall_time(
+    models: dict[str, tuple], cfg: ExperimentConfig, n: int, frames: int, repeats: int, seed: int
+) -> dict[str, dict]:
+    """Wall time per generated frame of every (method, setting), measured in one run on the same batch: ``n``
+    trajectories from the fixed initial state, ``frames`` generated frames, the settings interleaved
+    (round-robin) ``repeats`` times; the median, and its ratio to ``"lifting"``'s (the machine is shared, so
+    only measurements taken side by side compare).
+
+    Args:
+        models: ``{name: (method, config overrides)}`` with the overrides applied before each timing.
+    """
+    initial = initial_frames(cfg, n)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, (model, fields) in models.items():
+            if fields:
+                model.cfg = dataclasses.replace(model.cfg, **fields)
+            run = timed_rollout(model, initial, frames, seed)
+            times[name].append(run["seconds"] / frames)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    return {
+        name: {"ms_per_frame_median": 1e3 * med[name], "ms_per_frame_runs": [1e3 * t for t in times[name]],
+               "time_ratio_to_lifting": med[name] / med["lifting"]}
+        for name in models
+    }
 
 
 def table1(args: argparse.Namespace, kind: str) -> tuple[list[dict], dict]:
     """Lifting vs ARDM at every s and the one-step peers (meanflow at 1 and 2 calls, crps) on ``kind``; the rows
-    and the lifting run (reused by the other studies)."""
+    and the lifting run (reused by the other studies). Each row holds WCT/WIM, the ensemble scores of
+    ``tempoflow eval`` and the wall time per frame relative to lifting, timed side by side at the end."""
     rows = []
     cfg = experiment(args, f"{kind}_lifting", f"{kind}_lifting")
     lifting, loss = train_and_load(cfg, args.reuse)
-    res = scores(lifting, cfg, args.eval, args.seed)
+    res = scores(lifting, cfg, args.eval, args.seed, ensemble=True)
     rows.append(
         {"method": "lifting", "s": 1, "train_loss": loss, **{k: v for k, v in res.items() if k != "frames"}}
     )
+    timed: dict[str, tuple] = {"lifting": (lifting, {})}
     # The peers, each on its own packaged config (the same data, window, UNet and budget as lifting's) and
     # swept over its network calls per frame: ardm's solver steps, meanflow's sampling steps.
     sweeps = {"ardm": args.ardm_steps, "meanflow": args.meanflow_steps, "crps": [1]}
@@ -131,9 +172,11 @@ def table1(args: argparse.Namespace, kind: str) -> tuple[list[dict], dict]:
         cfg_p = experiment(args, f"{kind}_{peer}", f"{kind}_{peer}")
         model, loss_p = train_and_load(cfg_p, args.reuse)
         for s in sweeps[peer]:
-            if peer in CALLS_KNOB:  # what `tempoflow eval RUN ardm.steps=s` (meanflow.sample_steps=s) sets
-                model.cfg = dataclasses.replace(model.cfg, **{CALLS_KNOB[peer]: s})
-            res_p = scores(model, cfg_p, args.eval, args.seed)
+            fields = {CALLS_KNOB[peer]: s} if peer in CALLS_KNOB else {}
+            if fields:  # what `tempoflow eval RUN ardm.steps=s` (meanflow.sample_steps=s) sets
+                model.cfg = dataclasses.replace(model.cfg, **fields)
+            res_p = scores(model, cfg_p, args.eval, args.seed, ensemble=True)
+            timed[f"{peer} s={s}"] = (model, fields)
             rows.append(
                 {
                     "method": peer,
@@ -142,9 +185,19 @@ def table1(args: argparse.Namespace, kind: str) -> tuple[list[dict], dict]:
                     **{k: v for k, v in res_p.items() if k != "frames"},
                 }
             )
+    if args.time_repeats > 0:
+        test_frames = load_dataset(cfg.data, "test").videos.shape[1] - context_length(cfg)
+        wall = relative_wall_time(timed, cfg, args.eval, min(args.time_frames, test_frames), args.time_repeats,
+                                  args.seed)
+        for row, name in zip(rows, timed):
+            row.update(wall[name])
     test, train_set = load_dataset(cfg.data, "test"), load_dataset(cfg.data, "train")
     floor = trajectory_scores(train_set.videos, test.videos, test.times, kind, context_length(cfg))
-    rows.append({"method": "train vs test (floor)", "s": 0, **floor})
+    ref = rows[0]["ensemble"].get("reference_train_vs_test")  # the same data for every method: kept once
+    for row in rows:
+        row["ensemble"].pop("reference_train_vs_test", None)
+    rows.append({"method": "train vs test (floor)", "s": 0, **floor,
+                 **({"ensemble": ref} if isinstance(ref, dict) else {})})
     main_run = {"cfg": cfg, "method": lifting, "frames": res["frames"], "loss": loss, "wct": res.get("wct")}
     return rows, {**main_run, "wim": res["wim"]}
 
@@ -294,6 +347,39 @@ def plot_long_rollout(
     plt.close(fig)
 
 
+ENSEMBLE_COLUMNS = {  # table column: key of ``ensemble_scores``' summary
+    "crps": "crps",
+    "crps_fair": "crps_fair",
+    "ssr": "spread_skill_ratio",
+    "ssr_corr": "spread_skill_ratio_corrected",
+    "spectrum_err": "spectrum_error",
+    "vrmse": "vrmse",
+    "vrmse_mean": "vrmse_ensemble_mean",
+}
+TABLE1_COLUMNS = ["method", "s", "nfe_per_frame", "wct", "wim", *ENSEMBLE_COLUMNS, "vrmse_windows",
+                  "time_ratio_to_lifting", "ms_per_frame_median", "train_loss"]
+
+
+def flat_row(row: dict) -> dict:
+    """A Table 1 row with its ensemble scores as top-level columns (windows as ``a:b=v`` text)."""
+    ens = row.get("ensemble", {})
+    out = {k: v for k, v in row.items() if k != "ensemble"}
+    out.update({col: ens[key] for col, key in ENSEMBLE_COLUMNS.items() if key in ens})
+    if "vrmse_windows" in ens:
+        out["vrmse_windows"] = " ".join(f"{w}={v:.3g}" for w, v in ens["vrmse_windows"].items())
+    return out
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """``rows`` as a GitHub markdown table (4 significant digits)."""
+    def cell(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
     print(f"\n{title}")
     first = max(len(str(r.get(columns[0], ""))) for r in rows) + 1
@@ -319,6 +405,10 @@ def main() -> None:
                    help="methods compared with lifting in Table 1 (same UNet, data and training budget)")
     p.add_argument("--ardm-steps", type=int, nargs="+", default=list(ARDM_STEPS))
     p.add_argument("--meanflow-steps", type=int, nargs="+", default=list(MEANFLOW_STEPS))
+    p.add_argument("--ensemble", type=int, default=16, help="members per ensemble (eval.ensemble_size)")
+    p.add_argument("--time-frames", type=int, default=3, help="generated frames per side-by-side timing")
+    p.add_argument("--time-repeats", type=int, default=3,
+                   help="interleaved timings of every setting (median; 0: skip the side-by-side timing)")
     p.add_argument("--label-dims", type=int, nargs="+", default=[1, 8], help="besides the configs' d = 64")
     p.add_argument("--shapes-size", type=int, default=16)
     p.add_argument("--long-frames", type=int, default=500)
@@ -340,15 +430,20 @@ def main() -> None:
     }
     print(f"hardware: {results['hardware']}, {args.threads} thread(s)")
     main_runs = {}
+    markdown = f"hardware: {results['hardware']}, {args.threads} thread(s)\n\n"
     if "table1" not in args.skip:
         for kind in args.kinds:
             rows, main_runs[kind] = table1(args, kind)
             results[f"table1_{kind}"] = rows
-            print_table(
-                f"Table 1 ({kind}, {args.size}x{args.size}, {args.eval} sampled trajectories)",
-                rows,
-                ["method", "s", "nfe_per_frame", "wct", "wim", "ms_per_frame", "train_loss"],
-            )
+            title = (f"Table 1 ({kind}, {args.size}x{args.size}, {args.eval} sampled trajectories, ensembles of "
+                     f"{args.ensemble}, {args.steps} training steps)")
+            flat = [flat_row(r) for r in rows]
+            print_table(title, flat, [c for c in TABLE1_COLUMNS if c != "vrmse_windows"])
+            print("VRMSE windows (members):")
+            for r in flat:
+                print(f"  {r['method']} s={r['s']}: {r.get('vrmse_windows', '')}")
+            markdown += f"### {title}\n\n{markdown_table(flat, TABLE1_COLUMNS)}\n"
+            (args.out / "table1.md").write_text(markdown)
     kind = args.kinds[0]
     if kind in main_runs and "labels" not in args.skip:
         results["label_sweep"] = label_sweep(args, kind, main_runs[kind])

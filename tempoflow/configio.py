@@ -152,7 +152,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = load_yaml_text(raw) if raw != "" else ""
+        value = load_yaml_text(raw) if raw.strip() else raw  # blank: the text itself (YAML would read null)
     except yaml.YAMLError as err:
         raise ConfigError(f"override '{text}': value is not valid YAML") from err
     return key.split("."), value

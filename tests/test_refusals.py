@@ -135,3 +135,9 @@ def test_until_past_the_run_and_a_second_dataset_into_one_folder_are_refused(tmp
     message = _one_line_error(capsys, ["data", "render", "demo", *TINY, "--out", str(tmp_path / "data")])
     assert "already holds a dataset" in message
     assert (tmp_path / "data" / "manifest.csv").read_text() == "path,text\nmine.mp4,my own\n"
+
+
+def test_a_blank_out_dir_is_named_as_blank(tmp_path, capsys):
+    """`out_dir= ` (a blank) is the blank text, refused as an empty folder name (YAML alone reads it as null,
+    which gave a type message)."""
+    assert "out_dir must name a folder for the run, got ' '" in _one_line_error(capsys, ["train", "demo", "out_dir= "])

@@ -151,3 +151,24 @@ def test_eval_of_a_run_trained_without_captions_says_what_to_do(tmp_path, videos
     assert main(["eval", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "no captions" in err and "eval.prompts" in err
+
+
+def test_a_manifest_split_column_decides_the_split(tmp_path):
+    """What `tempoflow data` writes trains on its train rows only (the split column used to be ignored and
+    the videos re-split by test_fraction, mixing held-out and test videos into training)."""
+    from tempoflow.data.folder import open_folder
+    from tempoflow.data.io import write_video
+    from tempoflow.errors import DataError
+
+    rows = ["path,text,split"]
+    for i, split in enumerate(["train", "train", "test", "heldout", "train"]):
+        write_video(tmp_path / f"v{i}.mp4", torch.full((4, 3, 16, 16), 0.1 * (i + 1)), fps=8.0)
+        rows.append(f"v{i}.mp4,clip {i},{split}")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    cfg = FolderConfig(path=str(manifest), num_frames=4, resolution=16, test_fraction=0.5)
+    names = {split: [p.name for p in open_folder(cfg, split).paths] for split in ("train", "test", "heldout")}
+    assert names == {"train": ["v0.mp4", "v1.mp4", "v4.mp4"], "test": ["v2.mp4"], "heldout": ["v3.mp4"]}
+    manifest.write_text("\n".join([*rows[:3], "v2.mp4,clip 2,validation"]) + "\n")
+    with pytest.raises(DataError, match=r"manifest.csv line 4: split 'validation' is not one of train, test, heldout"):
+        open_folder(cfg, "train")

@@ -14,7 +14,8 @@ screen at ``k / fps`` seconds by the file's timestamps (variable frame rates inc
 rotation, centre-cropped to a square and resized to ``resolution``. Only the frames a clip needs are
 decoded and kept. A file shorter than the clip (by duration), missing or corrupt is an error naming it. Videos with
 equal captions form a bucket; the split is by video, deterministic from ``seed``; there is no
-"heldout" split of unseen combinations (it is empty).
+"heldout" split of unseen combinations (it is empty) — unless the manifest has a ``split`` column
+(train, test, heldout per row, as ``tempoflow data`` writes it), which is then used as it is.
 
 ``open_folder`` lists a split without decoding it (``FolderClips``: clip ``i`` is decoded when read,
 which is how training reads a folder by default, ``data.loading``); ``make_folder`` decodes every clip
@@ -88,6 +89,9 @@ def parse_rate(text: str, where: str) -> float:
     return rate
 
 
+SPLIT_NAMES = ("train", "test", "heldout")
+
+
 def list_videos(path: str | Path) -> list[tuple[Path, str, float | None]]:
     """``(file, caption, fps or None)`` for every video of a folder or CSV manifest."""
     path = Path(path)
@@ -113,6 +117,27 @@ def list_videos(path: str | Path) -> list[tuple[Path, str, float | None]]:
     if not files:
         raise DataError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {path}")
     return [(p, read_caption(p.with_suffix(".txt")), None) for p in files]
+
+
+def manifest_splits(path: str | Path) -> list[str] | None:
+    """The ``split`` column of a CSV manifest (train, test or heldout per row, as ``tempoflow data``
+    writes it), or None for a folder or a manifest without one.
+
+    Raises:
+        DataError: a row's split is empty or not train, test or heldout (file and line named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "split" not in rows[0]:
+        return None
+    names = [(r.get("split") or "").strip() for r in rows]
+    bad = next((i for i, name in enumerate(names) if name not in SPLIT_NAMES), None)
+    if bad is not None:
+        raise DataError(f"{path} line {bad + 2}: split {names[bad]!r} is not one of {', '.join(SPLIT_NAMES)}")
+    return names
 
 
 def read_caption(path: Path) -> str:
@@ -169,7 +194,8 @@ class FolderClips(Rows):
 
 def open_folder(cfg: FolderConfig, split: str) -> FolderClips:
     """One split ("train", "test"; "heldout" is empty) of the videos at ``cfg.path``, not decoded yet:
-    the files are listed and checked to exist, and each clip is decoded when it is read.
+    the files are listed and checked to exist, and each clip is decoded when it is read. A manifest's
+    ``split`` column, when it has one, decides the split (``manifest_splits``).
 
     Raises:
         DataError: the folder or manifest is unreadable, or a listed file does not exist (named).
@@ -177,9 +203,13 @@ def open_folder(cfg: FolderConfig, split: str) -> FolderClips:
     if split not in ("train", "test", "heldout"):
         raise ValueError(f"unknown split {split!r}; expected train, test or heldout")
     entries = list_videos(cfg.path)
-    order = np.random.default_rng(cfg.seed).permutation(len(entries))
-    n_test = math.floor(cfg.test_fraction * len(entries))
-    chosen = {"test": order[:n_test], "train": order[n_test:], "heldout": order[:0]}[split]
+    given = manifest_splits(cfg.path)
+    if given is not None:  # the manifest says (tempoflow data writes it): test_fraction is not used
+        chosen = [i for i, name in enumerate(given) if name == split]
+    else:
+        order = np.random.default_rng(cfg.seed).permutation(len(entries))
+        n_test = math.floor(cfg.test_fraction * len(entries))
+        chosen = {"test": order[:n_test], "train": order[n_test:], "heldout": order[:0]}[split]
     entries = [entries[i] for i in sorted(int(i) for i in chosen)]
     missing = [file for file, _, _ in entries if not file.exists()]
     if missing:

@@ -22,9 +22,9 @@ from torch import Tensor
 from tempoflow.configio import require
 from tempoflow.flows.paths import make_path
 from tempoflow.flows.solvers import FIXED_STEP_METHODS, solve_ode
-from tempoflow.methods.base import Samples, SamplingOptions, rand, randn
+from tempoflow.methods.base import rand, randn
 from tempoflow.methods.lifting import LiftingConfig
-from tempoflow.methods.rollout import NextFrameMethod, Step, training_pairs
+from tempoflow.methods.rollout import NextFrame, NextFrameMethod, Step, training_pairs
 from tempoflow.nets.unet import UNet
 
 
@@ -107,22 +107,8 @@ class AutoregressiveFlow(NextFrameMethod):
         frame = sol.x_final.clamp(0.0, 1.0) if self.clamp else sol.x_final
         return Step(frame, sol.nfe)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        initial: Tensor,
-        generator: torch.Generator | None = None,
-        options: SamplingOptions | None = None,
-        num_frames: int | None = None,
-        progress: bool = False,
-        solver_steps: int | None = None,
-        solver: str | None = None,
-    ) -> Samples:
-        """:meth:`NextFrameMethod.sample` with ``solver_steps`` per frame (default ``ardm.steps``) and
-        ``solver`` (default ``ardm.solver``): the baseline's own per-frame solve, not ``options``."""
-
-        def next_frame(window: Tensor, generator: torch.Generator | None) -> Step:
-            return self.next_frame(window, generator, solver_steps, solver)
-
+    def frame_sampler(self, solver_steps: int | None = None, solver: str | None = None) -> tuple[NextFrame, dict]:
+        """One ODE solve per frame with ``solver_steps`` steps (default ``ardm.steps``) of ``solver``
+        (default ``ardm.solver``): the baseline's own per-frame solve, not ``options``."""
         used = {"solver": solver or self.cfg.solver, "solver_steps": solver_steps or self.cfg.steps}
-        return super().sample(initial, generator, options, num_frames, progress, next_frame=next_frame, settings=used)
+        return (lambda window, gen: self.next_frame(window, gen, used["solver_steps"], used["solver"])), used

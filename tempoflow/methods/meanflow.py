@@ -47,9 +47,9 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tempoflow.configio import require
-from tempoflow.methods.base import Samples, SamplingOptions, randn
+from tempoflow.methods.base import randn
 from tempoflow.methods.lifting import LiftingConfig
-from tempoflow.methods.rollout import NextFrameMethod, Step, training_pairs
+from tempoflow.methods.rollout import NextFrame, NextFrameMethod, Step, training_pairs
 from tempoflow.nets.unet import UNet
 
 # u(z, r, t): states (N, ...), start times r (N,), end times t (N,) -> average velocities (N, ...)
@@ -222,21 +222,7 @@ class MeanFlow(NextFrameMethod):
         x = mean_flow_sample(lambda z, r, t: self.average_velocity(window, z, r, t), noise, steps)
         return Step(x.clamp(0.0, 1.0) if self.clamp else x, steps)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        initial: Tensor,
-        generator: torch.Generator | None = None,
-        options: SamplingOptions | None = None,
-        num_frames: int | None = None,
-        progress: bool = False,
-        sample_steps: int | None = None,
-    ) -> Samples:
-        """:meth:`NextFrameMethod.sample` with ``sample_steps`` network calls per frame (default
-        ``meanflow.sample_steps``)."""
-
-        def next_frame(window: Tensor, generator: torch.Generator | None) -> Step:
-            return self.next_frame(window, generator, sample_steps)
-
+    def frame_sampler(self, sample_steps: int | None = None) -> tuple[NextFrame, dict]:
+        """``sample_steps`` network calls per frame (default ``meanflow.sample_steps``)."""
         used = {"sample_steps": sample_steps or self.cfg.sample_steps}
-        return super().sample(initial, generator, options, num_frames, progress, next_frame=next_frame, settings=used)
+        return (lambda window, gen: self.next_frame(window, gen, used["sample_steps"])), used

@@ -218,6 +218,12 @@ class NextFrameMethod(Method):
         start = 0 if self.first_frame_at_zero else 1
         return (torch.arange(n, dtype=torch.float32) + start) / self.fps
 
+    def frame_sampler(self) -> tuple[NextFrame, dict]:
+        """The per-frame map :meth:`sample` rolls out and the settings it uses (recorded in
+        ``Samples.settings``). Methods whose per-frame map has knobs (``ardm``'s solver steps,
+        ``meanflow``'s steps) take them as keyword arguments here, and ``sample`` passes them on."""
+        return self.next_frame, {}
+
     @torch.no_grad()
     def sample(
         self,
@@ -227,7 +233,7 @@ class NextFrameMethod(Method):
         num_frames: int | None = None,
         progress: bool = False,
         next_frame: NextFrame | None = None,
-        settings: dict | None = None,
+        **knobs,
     ) -> Samples:
         """Roll out one trajectory from each of the given frames, ``num_frames`` frames in all.
 
@@ -238,8 +244,8 @@ class NextFrameMethod(Method):
             options: not used (each method's own section sets its per-frame map).
             num_frames: frames per trajectory, the given ones included; default the training length ``T``.
             progress: a progress bar over frames.
-            next_frame: the map to roll out; default ``self.next_frame``.
-            settings: what the per-frame map used, recorded in ``Samples.settings``.
+            next_frame: the map to roll out; default the method's own (:meth:`frame_sampler`).
+            knobs: the per-frame map's settings (:meth:`frame_sampler`), e.g. ``solver_steps=`` for ``ardm``.
 
         Returns:
             :class:`Samples` with ``video`` ``(N, num_frames, C, H, W)`` and frame ``times``.
@@ -255,6 +261,7 @@ class NextFrameMethod(Method):
         steps = num_frames - initial.shape[1]
         if steps < 0:
             raise ValueError(f"num_frames={num_frames} is fewer than the {initial.shape[1]} given frames")
-        out = rollout(next_frame or self.next_frame, initial, self.window, steps, 1, generator, progress)
+        own, settings = self.frame_sampler(**knobs)
+        out = rollout(next_frame or own, initial, self.window, steps, 1, generator, progress)
         return Samples(video=out.frames, latents=out.frames, nfe=out.nfe, times=self.frame_times(num_frames),
-                       settings={"frames": num_frames, "given_frames": initial.shape[1], **(settings or {})})
+                       settings={"frames": num_frames, "given_frames": initial.shape[1], **settings})

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from tempoflow.data.shapes import ShapesConfig, make_shapes, render_at
-from tempoflow.evaluate.continuous_time import continuous_time_scores, linear_between_frames, time_grid
+from tempoflow.evaluate.continuous_time import (
+    continuous_time_scores,
+    fixed_rate_scores,
+    linear_between_frames,
+    time_grid,
+)
 from tempoflow.methods.base import Samples
 
 
@@ -53,4 +59,33 @@ def test_a_perfect_model_scores_perfectly_and_beats_holding_the_last_frame():
     assert s["psnr_train_frames_db"] > 100 and s["psnr_between_frames_db"] > 100 and s["psnr_extrapolated_db"] > 100
     assert s["ssim_extrapolated"] > 0.999
     assert s["baseline_hold_last_psnr_extrapolated_db"] < 40  # moving objects: holding a frame is wrong
+    # the model's frames at the training times are the true ones: both baselines see the same frames
+    for name in ("linear_psnr_between_db", "flow_psnr_between_db", "hold_last_psnr_extrapolated_db",
+                 "flow_ssim_extrapolated"):
+        assert s[f"baseline_{name}"] == pytest.approx(s[f"true_frames_{name}"], abs=1e-4)
+    assert s["baseline_flow_psnr_extrapolated_db"] > s["baseline_hold_last_psnr_extrapolated_db"]
+    assert len(res["baseline_flow_vs_time"]) == grid.times.numel()
+    assert set(res["baselines"]) == {"linear", "flow"}
     assert res["samples"].shape == res["truth"].shape == (3, grid.times.numel(), 3, 16, 16)
+    assert "baseline_flow_psnr_between_db" not in continuous_time_scores(
+        model, data, data.unique_captions[:1], grid, optical_flow=False)["summary"]
+
+
+class FixedRateModel(PerfectModel):
+    """The true frames at the training times only (a ``flow``-like model)."""
+
+    def sample(self, captions, generator=None, options=None):
+        return super().sample(captions, times=self.frame_times)
+
+
+def test_a_fixed_rate_model_is_scored_through_the_baselines_of_its_frames():
+    cfg = ShapesConfig(resolution=16, num_frames=4, colours=("red", "blue"), directions=("left", "up"))
+    data = make_shapes(cfg, "train")
+    model = FixedRateModel(data, cfg.num_frames, cfg.fps)
+    grid = time_grid(cfg.num_frames, cfg.fps, out_fps=2 * cfg.fps, extent=2.0)
+    res = fixed_rate_scores(model, data, data.unique_captions[:2], grid)
+    s = res["summary"]
+    assert s["psnr_train_frames_db"] > 100 and s["ssim_train_frames"] > 0.999
+    assert s["baseline_linear_psnr_between_db"] == pytest.approx(s["true_frames_linear_psnr_between_db"], abs=1e-4)
+    assert s["baseline_flow_psnr_extrapolated_db"] > s["baseline_hold_last_psnr_extrapolated_db"]
+    assert res["frames"].shape == (2, 4, 3, 16, 16) and res["truth"].shape == (2, grid.times.numel(), 3, 16, 16)

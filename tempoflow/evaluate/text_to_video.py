@@ -94,6 +94,8 @@ def time_scores(method: Method, cfg: ExperimentConfig, pairs: list[tuple[str, st
         metrics[split].update({f"time_{k}": v for k, v in res["summary"].items()})
         series[f"{split}: model"] = res["psnr_vs_time"]
         series[f"{split}: baseline"] = res["baseline_vs_time"]
+        if "baseline_flow_vs_time" in res:
+            series[f"{split}: optical-flow baseline"] = res["baseline_flow_vs_time"]
         pairs_video = torch.stack([res["truth"][:4], res["samples"][:4]], dim=1).flatten(0, 1)
         fps = method.fps * cfg.eval.time_rate
         path = write_video(out / "clips" / f"time_{split}.gif", upscale(tile(pairs_video, min(4, len(captions)))),

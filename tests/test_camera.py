@@ -185,6 +185,8 @@ def test_vlfm_end_to_end_on_camera_through_the_cli(tmp_path):
     assert main(["eval", str(run), "--out", str(ev), "--device", "cpu", "--config", "eval_vlfm",
                  "eval.time_rate=2", "eval.time_extent=4", "eval.num_prompts=2", "sample.num_per_prompt=1"]) == 0
     m = json.loads((ev / "metrics.json").read_text())["metrics"]
-    for key in ("time_psnr_between_frames_db", "time_psnr_extrapolated_db", "time_baseline_linear_psnr_between_db"):
+    for key in ("time_psnr_between_frames_db", "time_psnr_extrapolated_db", "time_baseline_linear_psnr_between_db",
+                "time_baseline_flow_psnr_between_db", "time_baseline_flow_psnr_extrapolated_db",
+                "time_true_frames_flow_ssim_between"):
         assert isinstance(m["train"][key], float)
     assert isinstance(m["train"]["caption_accuracy"], float)

@@ -104,7 +104,7 @@ def video_scores(frames: Tensor, truth: Tensor, context: int, checkpoints: list[
     mean, std = frame_stats(frames[:, context:])  # (N, F − k)
     inside = ((mean >= train_range["intensity"][0]) & (mean <= train_range["intensity"][1])
               & (std >= train_range["contrast"][0]) & (std <= train_range["contrast"][1]))
-    segment = slice(max(context, S - truth.shape[1] // 4), S)  # the last quarter of the scored frames
+    segment = slice(max(context, S - S // 4), S)  # the last quarter of the scored frames
     out = {
         "psnr": float(psnr[context:].mean()),
         "ssim": float(ssim[context:].mean()),
@@ -123,15 +123,19 @@ def video_scores(frames: Tensor, truth: Tensor, context: int, checkpoints: list[
 
 def motion_scores(frames: Tensor, captions: list[str], cfg: ExperimentConfig, segment: int) -> dict:
     """The camera oracle on consecutive ``segment``-frame pieces of the scored frames ``(N, S, ...)``:
-    motion, kind and photo accuracy per piece, and the motion accuracy past the first piece."""
+    motion, kind and photo accuracy per piece, and their means over the pieces after the first (which
+    holds the given frames; the oracle reads the photo from a piece's first frames)."""
     pieces = []
     for a in range(0, frames.shape[1] - segment + 1, segment):
         score = caption_accuracy(frames[:, a : a + segment], captions, cfg.data.camera)
         pieces.append({"frames": f"{a + 1}-{a + segment}", "motion": score.motion, "kind": score.kind,
                        "photo": score.photo})
-    later = [p["motion"] for p in pieces[1:]]
-    return {"motion_first": pieces[0]["motion"], "motion_later": sum(later) / len(later) if later else None,
-            "photo_first": pieces[0]["photo"], "oracle_segments": pieces}
+    if not pieces:  # fewer scored frames than one segment
+        return {"oracle_segments": []}
+    later = pieces[1:]  # wholly generated: the first piece holds the given frames the photo is read from
+    mean = (lambda key: sum(p[key] for p in later) / len(later)) if later else (lambda key: None)
+    return {"motion_first": pieces[0]["motion"], "motion_later": mean("motion"), "photo_first": pieces[0]["photo"],
+            "photo_later": mean("photo"), "oracle_segments": pieces}
 
 
 def ensemble_summary(frames: Tensor, truth: Tensor, context: int, members: int) -> dict:
@@ -243,7 +247,7 @@ def main() -> None:
     flat = [{**{k: v for k, v in r.items() if k not in ("curves", "ensemble", "oracle_segments")},
              **r.get("ensemble", {})} for r in table]
     columns = ["method", "s", "nfe_per_frame", "psnr", *(f"psnr@{k}" for k in checkpoints), "ssim",
-               f"ssim@{checkpoints[-1]}" if checkpoints else "ssim", "motion_first", "motion_later", "photo_first",
+               f"ssim@{checkpoints[-1]}" if checkpoints else "ssim", "motion_first", "motion_later", "photo_later",
                "in_training_range", "contrast_ratio_last", "crps", "spread", "skill", "spread_skill_ratio_corrected",
                "time_ratio_to_lifting", "ms_per_frame_median", "train_loss"]
     title = (f"Camera roll-outs ({args.resolution}x{args.resolution}, {len(rows)} test starts x {args.members} "

@@ -1,5 +1,5 @@
 """The camera data set (``tempoflow.data.camera``): exact rendering at any time, captions, splits, the
-oracle on clean renders, and tiny end-to-end runs of ``flow`` and ``vlfm`` on it through the CLI."""
+oracle on clean renders, and a tiny end-to-end run of every method on it through the CLI."""
 
 from __future__ import annotations
 
@@ -32,9 +32,12 @@ from tempoflow.data.camera import (
     working_image,
 )
 from tempoflow.errors import ConfigError
+from tempoflow.methods import METHODS
 from tempoflow.metrics.camera_oracle import caption_accuracy
 
-from .conftest import TINY
+from .conftest import TINY, TINY_VIDEO_WAE
+from .test_align import SMALL_ALIGN
+from .test_autoencoder import AE
 from .test_vlfm import VLFM
 
 L, S = 32, 128  # frame side and working-image side (photo_scale 4)
@@ -48,6 +51,29 @@ TINY_CAMERA = [
     "data.camera.motions=[left, in, clockwise]",
     "data.camera.heldout_pairs=[[cat, in]]",
 ]
+# The next-frame methods' shared UNet and roll-out evaluation, tiny.
+TINY_NEXT_FRAME = [
+    "lifting.unet.base_width=8",
+    "lifting.unet.channel_mults=[1, 2]",
+    "lifting.unet.groups=4",
+    "lifting.unet.cond_dim=16",
+    "lifting.label_dim=4",
+    "lifting.pairs_per_video=1",
+    "lifting.eval_trajectories=2",
+    "eval.ensemble_size=2",
+    "train.steps=2",
+]
+# Every method but flow and vlfm (their own tests below): config and overrides of a tiny camera run. align
+# also trains the video WAE it maps captions into (align.video_path is set by the test).
+CAMERA_RUNS = {
+    "lifting": ["camera_lifting", *TINY_NEXT_FRAME],
+    "ardm": ["camera_ardm", *TINY_NEXT_FRAME, "ardm.steps=2"],
+    "meanflow": ["camera_meanflow", *TINY_NEXT_FRAME],
+    "crps": ["camera_crps", *TINY_NEXT_FRAME, "crps.noise_dim=4"],
+    "autoencoder": ["camera_flow", *AE],
+    "video_wae": ["camera_flow", *TINY_VIDEO_WAE, "train.steps=2"],
+    "align": ["camera_flow", *SMALL_ALIGN, "train.steps=2"],
+}
 
 
 def test_frames_are_continuous_in_time():
@@ -190,3 +216,34 @@ def test_vlfm_end_to_end_on_camera_through_the_cli(tmp_path):
                 "time_true_frames_flow_ssim_between"):
         assert isinstance(m["train"][key], float)
     assert isinstance(m["train"]["caption_accuracy"], float)
+
+
+def test_every_method_has_a_tiny_camera_run():
+    assert set(CAMERA_RUNS) | {"flow", "vlfm"} == set(METHODS)
+
+
+@pytest.mark.parametrize("method", list(CAMERA_RUNS))
+def test_method_end_to_end_on_camera_through_the_cli(method, tmp_path):
+    pytest.importorskip("skimage")  # the camera extra's photographs
+    config, *overrides = CAMERA_RUNS[method]
+    run, ev = tmp_path / "run", tmp_path / "ev"
+    if method == "align":  # the frozen video space it aligns captions with, on the same camera data
+        wae = tmp_path / "wae"
+        assert main(["train", "camera_flow", *TINY, *TINY_CAMERA, *TINY_VIDEO_WAE, "train.steps=2",
+                     f"out_dir={wae}"]) == 0
+        overrides.append(f"align.video_path={wae}")
+    assert main(["train", config, *TINY, *TINY_CAMERA, *overrides, f"out_dir={run}"]) == 0
+    assert main(["eval", str(run), "--out", str(ev), "--device", "cpu"]) == 0
+    m = json.loads((ev / "metrics.json").read_text())["metrics"]
+    if method in ("lifting", "ardm", "meanflow", "crps"):  # next-frame video prediction from the test split
+        assert m["frames"] == 4 and m["given_frames"] == 2 and isinstance(m["wim"], float)
+        # A roll-out past the training length (4 frames) through `tempoflow sample`.
+        assert main(["sample", str(run), "--frames", "7", "--num", "2", "--out", str(tmp_path / "v.gif"),
+                     "--device", "cpu", "--quiet"]) == 0
+        assert (tmp_path / "v.gif").is_file()
+    elif method == "align":
+        assert isinstance(m["train"]["caption_accuracy"], float) and "photo_accuracy" in m["train"]
+    else:  # reconstructions, read back by the camera oracle
+        for split in ("test", "heldout"):
+            assert isinstance(m[split]["psnr_db"], float)
+            assert isinstance(m[split]["reconstruction_photo_accuracy"], float)

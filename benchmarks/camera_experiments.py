@@ -75,6 +75,7 @@ def run_model(kind: str, args, lpips) -> dict:
     overrides = [f"train.steps={steps}", f"out_dir={out}", f"device={args.device}",
                  *(args.vlfm_override if kind == "vlfm" else args.flow_override)]
     cfg = load_config(f"camera_{kind}", overrides)
+    out = Path(cfg.out_dir)  # an out_dir among the overrides wins
     t0 = time.perf_counter()
     trained_here = not (out / "checkpoints" / "latest").exists()
     if trained_here:

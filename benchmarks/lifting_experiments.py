@@ -47,6 +47,7 @@ from tempoflow.data import load_dataset
 from tempoflow.evaluate.record import hardware
 from tempoflow.evaluate.trajectories import ensemble_evaluation, timed_rollout, trajectory_scores
 from tempoflow.methods.lifting import StochasticLifting
+from tempoflow.metrics.oracle import objects_per_frame
 from tempoflow.metrics.qoi import mass, wasserstein_1d
 from tempoflow.report.html import read_log
 from tempoflow.runs import context_length, initial_frames, load_run, method_parts, train
@@ -57,6 +58,8 @@ ARDM_STEPS = (2, 5, 10, 20, 40)  # Table 1
 MEANFLOW_STEPS = (1, 2)  # MeanFlow's 1-NFE and 2-NFE sampling (arXiv 2505.13447)
 PEERS = ("ardm", "meanflow", "crps")  # lifting's competitors on the same backbone (seed 001 Table 1; issue 17)
 CALLS_KNOB = {"ardm": "steps", "meanflow": "sample_steps"}  # the config field setting calls per frame
+LONG_VIDEOS_PER_CAPTION = 2  # the long roll-out's shapes data: one training video per caption
+LONG_OVERRIDES: tuple[str, ...] = ()  # the long roll-out's lifting settings beyond the shapes_lifting config
 OBJECT_THRESHOLD = 0.25  # a shapes pixel belongs to an object when a channel exceeds this (background is 0)
 
 
@@ -291,7 +294,8 @@ def long_rollout(args: argparse.Namespace) -> dict:
         "shapes_lifting",
         "shapes_lifting",
         f"data.shapes.resolution={args.shapes_size}",
-        "data.shapes.videos_per_caption=2",
+        f"data.shapes.videos_per_caption={args.long_videos_per_caption}",
+        *args.long_overrides,
     )
     method, loss = train_and_load(cfg, args.reuse)
     train_videos = load_dataset(cfg.data, "train").videos
@@ -300,48 +304,62 @@ def long_rollout(args: argparse.Namespace) -> dict:
     )
     frames = run["frames"]  # (N, F, 3, H, W)
 
-    def stats(v: Tensor) -> tuple[Tensor, Tensor]:  # (N, F) mean intensity and object pixels per frame
-        return v.mean((2, 3, 4)), (v.amax(2) > OBJECT_THRESHOLD).float().sum((-2, -1))
+    def stats(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # (N, F) mean intensity, objects, object pixels
+        counts, pixels = objects_per_frame(v, OBJECT_THRESHOLD)
+        return v.mean((2, 3, 4)), counts, pixels
 
-    intensity, pixels = stats(frames)
-    train_intensity, train_pixels = stats(train_videos)
+    intensity, counts, pixels = stats(frames)
+    train_intensity, train_counts, train_pixels = stats(train_videos)
+
+    def within(values: Tensor, ref: Tensor) -> float:  # share of generated frames inside the training range
+        gen = values[:, cfg.lifting.window:]
+        return float(((gen >= ref.min()) & (gen <= ref.max())).float().mean())
+
     out = {
         "train_loss": loss,
+        "train_videos": train_videos.shape[0],
+        "overrides": args.long_overrides,
         "frames": frames.shape[1],
+        "samples": frames.shape[0],
         "ms_per_frame": 1e3 * run["seconds"] / (frames.shape[1] - cfg.lifting.window),
+        "blank_at_end": int((pixels[:, -1] == 0).sum()),
         "intensity_range_rollout": [float(intensity.min()), float(intensity.max())],
         "intensity_range_training": [float(train_intensity.min()), float(train_intensity.max())],
         "object_pixels_range_rollout": [float(pixels.min()), float(pixels.max())],
         "object_pixels_range_training": [float(train_pixels.min()), float(train_pixels.max())],
+        "objects_range_rollout": [float(counts.min()), float(counts.max())],
+        "objects_range_training": [float(train_counts.min()), float(train_counts.max())],
+        "frames_within_training_range": {"intensity": within(intensity, train_intensity),
+                                         "object_pixels": within(pixels, train_pixels),
+                                         "objects": within(counts, train_counts)},
         "intensity_last_100_mean": float(intensity[:, -100:].mean()),
         "object_pixels_last_100_mean": float(pixels[:, -100:].mean()),
+        "object_pixels_training_mean": float(train_pixels.mean()),
         "finite": bool(torch.isfinite(frames).all()),
     }
-    plot_long_rollout(intensity, pixels, train_intensity, train_pixels, args.out / "long_rollout.png")
+    plot_long_rollout({"mean intensity": (intensity, train_intensity),
+                       f"object pixels (> {OBJECT_THRESHOLD})": (pixels, train_pixels),
+                       "objects (8-connected)": (counts, train_counts)}, args.out / "long_rollout.png")
     return out
 
 
-def plot_long_rollout(
-    intensity: Tensor, pixels: Tensor, train_i: Tensor, train_p: Tensor, path: Path
-) -> None:
+def plot_long_rollout(panels: dict[str, tuple[Tensor, Tensor]], path: Path) -> None:
+    """One panel per statistic: every roll-out's ``(N, F)`` curve over the training videos' range."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for ax, values, ref, label in (
-        (axes[0], intensity, train_i, "mean intensity"),
-        (axes[1], pixels, train_p, f"object pixels (> {OBJECT_THRESHOLD})"),
-    ):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.2))
+    for ax, (label, (values, ref)) in zip(axes, panels.items()):
         ax.axhspan(float(ref.min()), float(ref.max()), color="0.85", label="training videos' range")
-        ax.plot(values.T.numpy(), lw=0.7)
+        ax.plot(values.T.numpy(), lw=0.6)
         ax.set_xlabel("frame")
         ax.set_ylabel(label)
     axes[0].legend(loc="upper right", fontsize=8)
-    fig.suptitle(
-        f"Lifting roll-out of {intensity.shape[1]} frames (trained on {train_i.shape[1]}-frame videos)"
-    )
+    values, ref = next(iter(panels.values()))
+    fig.suptitle(f"{values.shape[0]} lifting roll-outs of {values.shape[1]} frames "
+                 f"(trained on {ref.shape[1]}-frame videos)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -413,6 +431,10 @@ def main() -> None:
     p.add_argument("--shapes-size", type=int, default=16)
     p.add_argument("--long-frames", type=int, default=500)
     p.add_argument("--long-samples", type=int, default=8)
+    p.add_argument("--long-videos-per-caption", type=int, default=LONG_VIDEOS_PER_CAPTION,
+                   help="shapes videos per caption (one per caption is held out) for the long roll-out")
+    p.add_argument("--long-overrides", nargs="*", default=list(LONG_OVERRIDES),
+                   help="config overrides of the long roll-out's lifting model")
     p.add_argument("--skip", nargs="*", default=[], choices=["table1", "labels", "jump", "long"])
     p.add_argument("--reuse", action="store_true", help="load finished runs of the same config from --out")
     p.add_argument("--device", default="cpu")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tempoflow.data.shapes import ObjectSpec, ShapesConfig, make_shapes
-from tempoflow.metrics.oracle import caption_accuracy, matches, read_objects
+from tempoflow.metrics.oracle import caption_accuracy, matches, objects_per_frame, read_objects
 
 
 def _splits(cfg, splits):
@@ -69,3 +69,43 @@ def test_bad_inputs_raise():
         read_objects(torch.zeros(8, 1, 32, 32))
     with pytest.raises(ValueError, match="2 captions"):
         caption_accuracy(torch.zeros(3, 8, 3, 32, 32), ["a red circle moves left"] * 2)
+
+
+def _components_by_flood_fill(mask: list[list[bool]]) -> int:
+    """8-connected components of one frame's mask by an explicit stack flood fill (the reference)."""
+    H, W = len(mask), len(mask[0])
+    seen, count = set(), 0
+    for i in range(H):
+        for j in range(W):
+            if mask[i][j] and (i, j) not in seen:
+                count += 1
+                stack = [(i, j)]
+                seen.add((i, j))
+                while stack:
+                    y, x = stack.pop()
+                    for dy in (-1, 0, 1):
+                        for dx in (-1, 0, 1):
+                            q = (y + dy, x + dx)
+                            if 0 <= q[0] < H and 0 <= q[1] < W and mask[q[0]][q[1]] and q not in seen:
+                                seen.add(q)
+                                stack.append(q)
+    return count
+
+
+def test_objects_per_frame_matches_a_flood_fill_and_counts_rendered_shapes():
+    """Components per frame against a brute-force flood fill on random sparse frames (components never
+    join across frames or videos); on rendered one-object shapes videos: one object in every frame."""
+    g = torch.Generator().manual_seed(0)
+    videos = (torch.rand(3, 4, 3, 9, 11, generator=g) > 0.8).float() * 0.9
+    counts, pixels = objects_per_frame(videos, threshold=0.25)
+    mask = videos.amax(2) > 0.25
+    for b in range(3):
+        for t in range(4):
+            assert counts[b, t] == _components_by_flood_fill(mask[b, t].tolist())
+            assert pixels[b, t] == mask[b, t].sum()
+    assert counts.shape == (3, 4) and counts.max() > 1
+    shapes = make_shapes(ShapesConfig(resolution=16, num_frames=16, videos_per_caption=2), "train").videos[:40]
+    counts, pixels = objects_per_frame(shapes)
+    assert (counts == 1).all() and (pixels >= 4).all()
+    with pytest.raises(ValueError, match="B, T, C, H, W"):
+        objects_per_frame(torch.zeros(4, 3, 8, 8))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tempoflow.errors import ConfigError
-from tempoflow.nets.unet import UNET_PRESETS, ResBlock, UNet, UNetConfig
+from tempoflow.nets.unet import UNET_PRESETS, ResBlock, UNet, UNetConfig, pixel_coordinates
 
 TINY = UNET_PRESETS["tiny"]
 CONFIGS = {
@@ -127,6 +127,31 @@ def test_interval_input_is_backward_compatible():
     assert not unexpected and all(k.startswith("interval_embed.") for k in missing)
     with pytest.raises(ConfigError, match="needs the time input"):
         UNet(TINY, in_channels=1, out_channels=1, interval_input=True)
+
+
+def test_coordinate_channels_locate_the_walls():
+    """``coordinates``: two input channels with each pixel centre's x, y in [-1, 1] (closed form
+    ``(2j + 1) / W − 1``), so a convolution next to a wall differs from one in open space. Off, the net is
+    the paper's (same parameter shapes); on, only ``conv_in`` widens by 2, by exactly those channels."""
+    grid = pixel_coordinates(torch.zeros(2, 3, 4, 6, dtype=torch.float64))
+    assert grid.shape == (2, 2, 4, 6) and grid.dtype == torch.float64
+    assert torch.allclose(grid[1, 0, 2], torch.tensor([-5, -3, -1, 1, 3, 5], dtype=torch.float64) / 6)
+    assert torch.allclose(grid[0, 1, :, 5], torch.tensor([-3, -1, 1, 3], dtype=torch.float64) / 4)
+    plain = UNet(TINY, in_channels=6, out_channels=3, label_dim=4)
+    coords = UNet(dataclasses.replace(TINY, coordinates=True), in_channels=6, out_channels=3, label_dim=4)
+    a, b = plain.state_dict(), coords.state_dict()
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k].shape != b[k].shape] == ["conv_in.weight"]
+    assert b["conv_in.weight"].shape[1] == a["conv_in.weight"].shape[1] + 2
+    with torch.no_grad():  # the extra channels are the coordinates: zero weights on them give the plain net
+        coords.load_state_dict({**a, "conv_in.weight": torch.cat([a["conv_in.weight"], torch.zeros(16, 2, 3, 3)], 1)})
+        _perturb(plain)
+        coords.load_state_dict({**plain.state_dict(), "conv_in.weight": torch.cat(
+            [plain.state_dict()["conv_in.weight"], torch.zeros(16, 2, 3, 3)], 1)})
+        x, label = _inputs(2, 6, 16, 16, 4)
+        assert torch.allclose(coords(x, label=label), plain(x, label=label), atol=1e-6)
+        coords.conv_in.weight[:, 6:] = 1.0  # and they enter the output once weighted
+        assert not torch.allclose(coords(x, label=label), plain(x, label=label), atol=1e-3)
 
 
 def test_forward_mode_jvp_matches_finite_differences():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -197,3 +198,36 @@ def caption_accuracy(videos: Tensor, captions: list[str], max_objects: int = 2) 
         n_objects += len(target)
     n, m = max(len(correct), 1), max(n_objects, 1)
     return CaptionScore(sum(correct) / n, totals[0] / m, totals[1] / m, totals[2] / m, correct)
+
+
+def objects_per_frame(videos: Tensor, threshold: float = 0.25) -> tuple[Tensor, Tensor]:
+    """How many objects each frame shows, and how many object pixels: the statistics a long roll-out of a
+    shapes model must keep within the training range (seed 001 Figure 5; README "Long video roll-outs").
+
+    A pixel is an object pixel when its brightest channel exceeds ``threshold`` (the background is black);
+    objects are the 8-connected components of those pixels (``scipy.ndimage.label``), so an object split
+    in two counts twice and a frame gone blank counts 0.
+
+    Args:
+        videos: ``(B, T, C, H, W)`` in [0, 1].
+        threshold: object-pixel threshold on the brightest channel.
+
+    Returns:
+        ``(counts, pixels)``, both ``(B, T)`` float: components and object pixels per frame.
+
+    Raises:
+        ValueError: ``videos`` is not ``(B, T, C, H, W)``.
+    """
+    from scipy import ndimage
+
+    if videos.dim() != 5:
+        raise ValueError(f"videos must be (B, T, C, H, W), got {tuple(videos.shape)}")
+    mask = (videos.detach().amax(2) > threshold).cpu().numpy()  # (B, T, H, W)
+    B, T = mask.shape[:2]
+    within_frame = np.zeros((3, 3, 3, 3), dtype=bool)
+    within_frame[1, 1] = True  # 8-connected inside a frame, never across frames or videos
+    labels, n = ndimage.label(mask, structure=within_frame)  # (B, T, H, W) ids 1..n
+    frame_of = np.zeros(n + 1, dtype=np.int64)  # every component lies in one frame: its flat (b, t)
+    frame_of[labels.reshape(B * T, -1)] = np.arange(B * T)[:, None]
+    counts = np.bincount(frame_of[1:], minlength=B * T).reshape(B, T)
+    return torch.from_numpy(counts).float(), torch.from_numpy(mask.sum((2, 3))).float()

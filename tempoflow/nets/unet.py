@@ -43,6 +43,10 @@ class UNetConfig:
     cond_dim: int = 512  # width of the label MLP and of the conditioning vector (appendix E)
     upsample: str = "nearest"  # "nearest" (+ 3×3 conv) or "transpose" (4×4 stride-2 transposed conv)
     time_freq_dim: int = 256  # sin-cos features of the flow time and interval (ardm, meanflow)
+    # Two input channels holding each pixel's x and y in [-1, 1] (CoordConv, Liu et al. 2018): with zero
+    # padding on a black background a convolution cannot tell an object touching a wall from one in open
+    # space, so where the walls are (and when an object bounces) is otherwise guessed. Off: the paper's net.
+    coordinates: bool = False
 
     def __post_init__(self) -> None:
         for name in ("base_width", "blocks_per_level", "groups", "heads", "cond_dim", "time_freq_dim"):
@@ -106,6 +110,16 @@ class ResBlock(nn.Module):
             h = h * (1 + scale) + shift  # (B, C_out, H, W)
         h = self.conv2(F.silu(h))  # (B, C_out, H, W)
         return self.skip(x) + h  # (B, C_out, H, W)
+
+
+def pixel_coordinates(x: Tensor) -> Tensor:
+    """``(B, 2, H, W)``: the x (channel 0, to the right) and y (channel 1, down) of each pixel centre,
+    scaled so the image spans ``[-1, 1]`` (pixel ``j`` of ``W`` at ``(2j + 1) / W − 1``), in ``x``'s dtype."""
+    B, _, H, W = x.shape
+    ys = (2 * torch.arange(H, device=x.device, dtype=x.dtype) + 1) / H - 1
+    xs = (2 * torch.arange(W, device=x.device, dtype=x.dtype) + 1) / W - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)  # (2, H, W)
+    return grid.expand(B, 2, H, W)
 
 
 class SelfAttention(nn.Module):
@@ -205,7 +219,7 @@ class UNet(nn.Module):
         cond_dim = d if (label_dim > 0 or time_input) else None
 
         widths, groups = cfg.widths, cfg.groups
-        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels + (2 if cfg.coordinates else 0), widths[0], 3, padding=1)
         self.down = nn.ModuleList()
         skip_widths = [widths[0]]
         ch = widths[0]
@@ -318,6 +332,8 @@ class UNet(nn.Module):
         """
         self.check_input(x, label, t, interval)
         c = self.conditioning(x.shape[0], label, t, interval)  # (B, D) or None
+        if self.cfg.coordinates:
+            x = torch.cat([x, pixel_coordinates(x)], dim=1)  # (B, C_in + 2, H, W)
         h = self.conv_in(x)  # (B, w_0, H, W)
         skips = [h]
         for block in self.down:

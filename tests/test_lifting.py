@@ -282,6 +282,30 @@ def test_pushforward_feeds_the_networks_own_prediction_of_the_last_window_frame(
     assert plain.item() == pytest.approx((out - pairs.target).square().mean().item(), rel=1e-5)
 
 
+def test_window_noise_corrupts_the_window_not_the_target(physics_cfg):
+    """Reference: eq. 6 written out with the window plus sigma times the generator's next normals (drawn after
+    the pairs, from the same stream), the target clean; sigma = 0 is the paper's loss; bad values refused."""
+    cfg = physics_cfg("lifting.window_noise=0.3")
+    m = build_method(cfg)
+    randomise(m.net)
+    videos = load_dataset(cfg.data, "train").videos[:3]
+    batch = {"video": videos, "index": torch.arange(3)}
+    g = torch.Generator().manual_seed(4)
+    pairs = training_pairs(videos, batch["index"], m.window, 2, g)
+    noisy = pairs.window + 0.3 * torch.randn(pairs.window.shape, generator=g)
+    label = pair_labels(0, pairs.index, pairs.frame, 4)
+    with torch.no_grad():
+        expected = (m.net(noisy, label=label) - pairs.target).square().mean().item()
+        clean = (m.net(pairs.window, label=label) - pairs.target).square().mean().item()
+    got = m.loss(batch, torch.Generator().manual_seed(4))["loss"].item()
+    assert got == pytest.approx(expected, rel=1e-5) and got != pytest.approx(clean, rel=1e-3)
+    m.cfg = physics_cfg().lifting
+    assert m.loss(batch, torch.Generator().manual_seed(4))["loss"].item() == pytest.approx(clean, rel=1e-5)
+    for bad in ("-0.1", "nan"):
+        with pytest.raises(ConfigError, match="window_noise"):
+            physics_cfg(f"lifting.window_noise={bad}")
+
+
 def test_ardm_flow_matching_target_is_the_condot_closed_form(physics_cfg):
     """Reference: x_t = t x_1 + (1 − (1 − σ_min) t) x_0 and target x_1 − (1 − σ_min) x_0 (DESIGN §3),
     with the generator's draws replayed in the loss's order (frames, x_0, t)."""

@@ -65,6 +65,11 @@ class LiftingConfig:
     # Fraction of training pairs whose last window frame is the network's own prediction of it (the
     # pushforward trick, Brandstetter et al. 2022 §2.3; see StochasticLifting.pushforward); 0 = the paper.
     pushforward: float = 0.0
+    # Std of Gaussian noise added to the training windows (not the targets; conditioning augmentation,
+    # Ho et al. 2022 §3; GameNGen, Valevski et al. 2024 §3.2.1): the network learns to map corrupted
+    # histories back onto the data, so its own small roll-out errors are pulled back instead of
+    # compounding (README "Long video roll-outs"). 0 = the paper.
+    window_noise: float = 0.0
     eval_trajectories: int = 64  # N trajectories rolled out by `tempoflow eval` (paper: 512)
     unet: UNetConfig = field(default_factory=UNetConfig)  # defaults: the paper's "medium" UNet
 
@@ -75,6 +80,8 @@ class LiftingConfig:
         require(not (self.residual and self.loss == "bce"), "lifting.residual needs an l2 loss, not bce")
         require(self.pairs_per_video >= 1, f"lifting.pairs_per_video must be >= 1, got {self.pairs_per_video}")
         require(0.0 <= self.pushforward <= 1.0, f"lifting.pushforward must be in [0, 1], got {self.pushforward}")
+        require(math.isfinite(self.window_noise) and self.window_noise >= 0,
+                f"lifting.window_noise must be finite and >= 0, got {self.window_noise}")
         require(self.eval_trajectories >= 2,
                  f"lifting.eval_trajectories must be >= 2, got {self.eval_trajectories}")
 
@@ -182,6 +189,9 @@ class StochasticLifting(NextFrameMethod):
         )
         if self.cfg.pushforward > 0:
             pairs = self.pushforward(batch["video"], pairs, generator)
+        if self.cfg.window_noise > 0:
+            noise = randn(pairs.window.shape, generator, pairs.window)  # (N, m·C, H, W)
+            pairs = replace(pairs, window=pairs.window + self.cfg.window_noise * noise)
         # ξ of each pair: a function of (label_seed, trajectory, frame), never drawn from the generator.
         label = pair_labels(self.label_seed, pairs.index, pairs.frame, self.label_dim)  # (N, d)
         out = self.net(pairs.window, label=label.to(pairs.window.device))  # (N, C, H, W)

@@ -59,9 +59,9 @@ MEANFLOW_STEPS = (1, 2)  # MeanFlow's 1-NFE and 2-NFE sampling (arXiv 2505.13447
 PEERS = ("ardm", "meanflow", "crps")  # lifting's competitors on the same backbone (seed 001 Table 1; issue 17)
 CALLS_KNOB = {"ardm": "steps", "meanflow": "sample_steps"}  # the config field setting calls per frame
 LONG_VIDEOS_PER_CAPTION = 2  # the long roll-out's shapes data: one training video per caption
-# The long roll-out's lifting settings beyond the shapes_lifting config: noisy training windows keep objects
-# from eroding away (README "Why they go blank": 0 of 64 blank where the paper's recipe loses 18).
-LONG_OVERRIDES: tuple[str, ...] = ("lifting.window_noise=0.2",)
+# The long roll-out's lifting settings beyond the shapes_lifting config (which already trains with noisy
+# windows, lifting.window_noise=0.2: README "Long video roll-outs"; lifting.window_noise=0 is the paper's recipe).
+LONG_OVERRIDES: tuple[str, ...] = ()
 OBJECT_THRESHOLD = 0.25  # a shapes pixel belongs to an object when a channel exceeds this (background is 0)
 
 

@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tempoflow.config import load_config
+from tempoflow.config import ExperimentConfig, load_config
 from tempoflow.data import load_dataset
+from tempoflow.errors import ConfigError
 from tempoflow.evaluate.continuous_time import TimeGrid, continuous_time_scores, fixed_rate_scores, time_grid
 from tempoflow.evaluate.record import hardware
 from tempoflow.evaluate.scores import oracle_scores
@@ -68,13 +69,17 @@ def lpips_means(model, videos: dict[str, torch.Tensor], truth: torch.Tensor, gri
     return {name: float(lpips_video(model, up(v[:, mask]), target).mean()) for name, v in videos.items()}
 
 
+def model_config(kind: str, args) -> tuple[ExperimentConfig, list[str]]:
+    """The packaged ``camera_<kind>`` config with this run's steps, device, folder and overrides."""
+    steps = args.steps or DEFAULT_STEPS[kind]
+    overrides = [f"train.steps={steps}", f"out_dir={Path(args.out) / kind}", f"device={args.device}",
+                 *(args.vlfm_override if kind == "vlfm" else args.flow_override)]
+    return load_config(f"camera_{kind}", overrides), overrides
+
+
 def run_model(kind: str, args, lpips) -> dict:
     """Train (unless its folder has a checkpoint) and score one model on every setting."""
-    out = Path(args.out) / kind
-    steps = args.steps or DEFAULT_STEPS[kind]
-    overrides = [f"train.steps={steps}", f"out_dir={out}", f"device={args.device}",
-                 *(args.vlfm_override if kind == "vlfm" else args.flow_override)]
-    cfg = load_config(f"camera_{kind}", overrides)
+    cfg, overrides = model_config(kind, args)
     out = Path(cfg.out_dir)  # an out_dir among the overrides wins
     t0 = time.perf_counter()
     trained_here = not (out / "checkpoints" / "latest").exists()
@@ -169,6 +174,13 @@ def main() -> None:
     args = p.parse_args()
     if bool(args.lpips_backbone) != bool(args.lpips_lin):
         p.error("LPIPS needs both --lpips-backbone and --lpips-lin")
+    if args.steps < 0 or args.prompts < 1:
+        p.error(f"--steps must be >= 0 and --prompts >= 1, got {args.steps} and {args.prompts}")
+    for kind in ("vlfm", "flow"):  # both configs checked before anything trains
+        try:
+            model_config(kind, args)
+        except (ConfigError, ValueError) as err:
+            p.error(f"camera_{kind}: {err}")
     lpips = load_lpips(args.lpips_backbone, args.lpips_lin) if args.lpips_backbone else None
     lpips_note = (f"AlexNet v0.1 on frames upscaled {LPIPS_UPSCALE}x (nearest)" if lpips is not None
                   else "not computed (no weights: pass --lpips-backbone and --lpips-lin)")

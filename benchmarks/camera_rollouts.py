@@ -53,6 +53,7 @@ from torch import Tensor
 
 from tempoflow.config import ExperimentConfig, load_config
 from tempoflow.data import load_dataset
+from tempoflow.errors import ConfigError
 from tempoflow.evaluate.ensembles import ensemble_scores
 from tempoflow.evaluate.record import hardware
 from tempoflow.evaluate.trajectories import timed_rollout
@@ -178,6 +179,16 @@ def main() -> None:
     args = p.parse_args()
     if args.members < 2:
         p.error(f"--members must be >= 2 (an ensemble), got {args.members}")
+    for name in ("steps", "starts", "threads", "batch", "width", "time_starts", "time_frames"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if min(args.ardm_steps + args.meanflow_steps) < 1 or args.time_repeats < 0:
+        p.error("--ardm-steps and --meanflow-steps must be >= 1 and --time-repeats >= 0")
+    for method in ("lifting", *args.peers):  # every config checked before anything trains
+        try:
+            experiment(args, method)
+        except (ConfigError, ValueError) as err:
+            p.error(f"camera_{method}: {err}")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

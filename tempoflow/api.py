@@ -113,6 +113,9 @@ class Pipeline:
                                   "not a prompt, fps or duration")
             self._require_memory(num, frames, view_scale)
             starts = rollout_starts(self.config, self.checkpoint, num) if initial is None else initial
+            if frames is not None and frames <= starts.shape[1]:
+                raise ConfigError(f"frames must exceed the {starts.shape[1]} given frames a roll-out starts "
+                                  f"from (frames counts them), got {frames}")
             return self._on_cpu(method.sample(starts, generator=generator, options=options, num_frames=frames,
                                               progress=progress))
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None

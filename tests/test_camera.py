@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -241,9 +242,23 @@ def test_method_end_to_end_on_camera_through_the_cli(method, tmp_path):
         assert main(["sample", str(run), "--frames", "7", "--num", "2", "--out", str(tmp_path / "v.gif"),
                      "--device", "cpu", "--quiet"]) == 0
         assert (tmp_path / "v.gif").is_file()
+        assert main(["sample", str(run), "--frames", "2", "--out", str(tmp_path / "w.gif"), "--quiet"]) == 2
     elif method == "align":
         assert isinstance(m["train"]["caption_accuracy"], float) and "photo_accuracy" in m["train"]
     else:  # reconstructions, read back by the camera oracle
         for split in ("test", "heldout"):
             assert isinstance(m[split]["psnr_db"], float)
             assert isinstance(m[split]["reconstruction_photo_accuracy"], float)
+
+
+def test_truth_past_the_horizon_warns_that_it_is_mirrored():
+    """Inside ``inside_extent · T`` the renderer is the truth; past it the photo is reflect-padded, and asking
+    for it (e.g. ``eval.time_extent`` above ``inside_extent``) warns instead of scoring silently."""
+    pytest.importorskip("skimage")
+    cfg = CameraConfig(resolution=16, num_frames=4, inside_extent=2.0, videos_per_caption=2)
+    data = make_camera(cfg, "train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.render_at(0, torch.tensor([0.1, cfg.horizon]))  # up to the horizon: silent
+    with pytest.warns(UserWarning, match="mirrored content"):
+        data.render_at(0, torch.tensor([cfg.horizon + 0.25]))

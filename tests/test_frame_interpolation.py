@@ -87,3 +87,17 @@ def test_bad_times_and_flow_shapes_are_refused():
         flow_between_frames(frames, FPS, torch.zeros(2, 2))
     with pytest.raises(ValueError, match="flow"):
         flow_between_frames(frames, FPS, torch.tensor([0.1]), flow=torch.zeros(1, 3, 2, 8, 8))
+
+
+def test_bad_rates_times_and_displacements_are_refused():
+    frames = torch.zeros(1, 3, 3, 8, 8)
+    flow = torch.zeros(1, 2, 2, 8, 8)
+    for fps in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="fps"):
+            flow_between_frames(frames, fps, torch.tensor([0.1]), flow=flow)
+    with pytest.raises(ValueError, match="finite"):
+        flow_between_frames(frames, FPS, torch.tensor([math.nan]), flow=flow)
+    with pytest.raises(ValueError, match="times"):
+        flow_between_frames(frames, FPS, [0.1], flow=flow)
+    with pytest.raises(ValueError, match="displacement"):
+        warp(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))

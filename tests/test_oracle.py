@@ -107,5 +107,8 @@ def test_objects_per_frame_matches_a_flood_fill_and_counts_rendered_shapes():
     shapes = make_shapes(ShapesConfig(resolution=16, num_frames=16, videos_per_caption=2), "train").videos[:40]
     counts, pixels = objects_per_frame(shapes)
     assert (counts == 1).all() and (pixels >= 4).all()
-    with pytest.raises(ValueError, match="B, T, C, H, W"):
-        objects_per_frame(torch.zeros(4, 3, 8, 8))
+    for bad in (torch.zeros(4, 3, 8, 8), torch.zeros(0, 2, 3, 8, 8), torch.zeros(2, 0, 3, 8, 8)):
+        with pytest.raises(ValueError, match="B, T, C, H, W"):
+            objects_per_frame(bad)
+    with pytest.raises(ValueError, match="threshold"):
+        objects_per_frame(videos, threshold=float("nan"))

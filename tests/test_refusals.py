@@ -116,8 +116,8 @@ def test_vlfm_frames_beyond_memory_are_refused_before_sampling(vlfm_run, tmp_pat
     monkeypatch.setattr(video_reader, "available_memory", lambda: 64 * 2**30)  # the same on any machine
     err = _one_line_error(capsys, ["sample", str(vlfm_run), "--prompt", PROMPT, "--fps", "1e6", "--duration", "8",
                                    "--out", str(tmp_path / "s.mp4")])
-    assert err == ("1 samples of 8000000 frames at 16x16 (x4 for viewing) needs 389.1 GiB but 64.0 GiB of memory is "
-                   "available: fewer samples, frames, a shorter duration, a lower fps or scale")
+    assert err == ("1 samples of 8000000 frames at 16x16 (x4 for viewing) needs 389.1 GiB, more than 80% of the "
+                   "64.0 GiB of memory available: fewer samples, frames, a shorter duration, a lower fps or scale")
     err = _one_line_error(capsys, ["eval", str(vlfm_run), "--out", str(tmp_path / "ev"), "--config", "eval_vlfm",
                                    "eval.time_rate=1000000", "eval.time_extent=8", "eval.num_prompts=2",
                                    "sample.num_per_prompt=1"])

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -359,6 +360,8 @@ class CameraDataset(CaptionedVideos):
         fps: frames per second.
         split: "train", "test" or "heldout".
         resolution, photo_size: frame side ``L`` and working-image side ``S`` in pixels.
+        horizon: seconds during which every view stays inside its photo (``CameraConfig.horizon``); later
+            frames show the reflect-padded photo, so scores against them say little (a warning says so).
     """
 
     videos: Tensor
@@ -369,9 +372,15 @@ class CameraDataset(CaptionedVideos):
     split: str
     resolution: int
     photo_size: int
+    horizon: float = math.inf
 
     def render_at(self, index: int, times: Tensor) -> Tensor:
-        """Ground truth of video ``index`` at any ``times`` (``(T,)`` seconds) → ``(T, 3, L, L)``."""
+        """Ground truth of video ``index`` at any ``times`` (``(T,)`` seconds) → ``(T, 3, L, L)``; past
+        :attr:`horizon` the view shows mirrored photo content (warned once per call site)."""
+        if times.numel() and float(times.max()) > self.horizon + 1e-6:
+            warnings.warn(f"camera truth asked at {float(times.max()):g} s, past the {self.horizon:g} s the views stay "
+                          "inside their photos (data.camera.inside_extent x T): later frames show mirrored content, "
+                          "so scores there say little", stacklevel=2)
         return render(self.shots[index], times, self.resolution, self.photo_size)
 
 
@@ -402,7 +411,8 @@ def make_camera(cfg: CameraConfig, split: str) -> CameraDataset:
     chunks = [render_shots(shots[c : c + _RENDER_CHUNK], times, L, S) for c in range(0, len(shots), _RENDER_CHUNK)]
     videos = torch.cat(chunks) if chunks else torch.zeros(0, cfg.num_frames, 3, L, L)
     captions = [sh.caption for sh in shots]
-    return CameraDataset(videos, captions, shots, bucket_ids_of(captions), float(cfg.fps), split, L, S)
+    return CameraDataset(videos, captions, shots, bucket_ids_of(captions), float(cfg.fps), split, L, S,
+                         cfg.horizon)
 
 
 def render_at(dataset: CameraDataset, index: int, times: Tensor) -> Tensor:

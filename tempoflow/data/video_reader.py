@@ -315,8 +315,8 @@ def require_memory(nbytes: int, what: str, hint: str) -> None:
     """
     free = available_memory()
     if nbytes > MEMORY_FRACTION * free:
-        raise DataError(f"{what} needs {nbytes / 2**30:.1f} GiB but {free / 2**30:.1f} GiB of memory is "
-                        f"available: {hint}")
+        raise DataError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than {MEMORY_FRACTION:.0%} of the "
+                        f"{free / 2**30:.1f} GiB of memory available: {hint}")
 
 
 def _frame_rate(

@@ -18,6 +18,8 @@ pan, first order otherwise). Warping is bilinear (``F.grid_sample``, ``align_cor
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -76,7 +78,16 @@ def warp(images: Tensor, displacement: Tensor) -> Tensor:
     Args:
         images: ``(B, C, H, W)``.
         displacement: ``(B, 2, H, W)`` in pixels, x (column) then y (row).
+
+    Returns:
+        ``(B, C, H, W)`` in ``images``' dtype.
+
+    Raises:
+        ValueError: ``images`` is not 4-D or ``displacement`` is not ``(B, 2, H, W)`` alike.
     """
+    if images.ndim != 4 or displacement.shape != (images.shape[0], 2, *images.shape[-2:]):
+        raise ValueError(f"need images (B, C, H, W) and displacement (B, 2, H, W), got {tuple(images.shape)} "
+                         f"and {tuple(displacement.shape)}")
     H, W = images.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(H, dtype=images.dtype, device=images.device),
                             torch.arange(W, dtype=images.dtype, device=images.device), indexing="ij")
@@ -98,10 +109,16 @@ def flow_between_frames(frames: Tensor, fps: float, times: Tensor, flow: Tensor 
 
     Returns:
         ``(B, M, C, H, W)`` in the frames' dtype.
+
+    Raises:
+        ValueError: frames, times or flow of another shape; ``fps`` or a time not finite (``fps <= 0``).
+        MissingExtraError: ``flow`` not given and scikit-image not installed (extra ``camera``).
     """
     _check_frames(frames)
-    if times.ndim != 1:
-        raise ValueError(f"need times (M,), got {tuple(times.shape)}")
+    if not isinstance(times, Tensor) or times.ndim != 1:
+        raise ValueError(f"need times as a (M,) tensor of seconds, got {times!r}")
+    if not (math.isfinite(fps) and fps > 0) or not torch.isfinite(times).all():
+        raise ValueError(f"fps must be finite and > 0 and every time finite, got fps={fps}")
     B, N, C, H, W = frames.shape
     if flow is None:
         flow = optical_flow(frames)

@@ -65,10 +65,11 @@ class LiftingConfig:
     # Fraction of training pairs whose last window frame is the network's own prediction of it (the
     # pushforward trick, Brandstetter et al. 2022 §2.3; see StochasticLifting.pushforward); 0 = the paper.
     pushforward: float = 0.0
-    # Std of Gaussian noise added to the training windows (not the targets; conditioning augmentation,
-    # Ho et al. 2022 §3; GameNGen, Valevski et al. 2024 §3.2.1): the network learns to map corrupted
-    # histories back onto the data, so its own small roll-out errors are pulled back instead of
-    # compounding (README "Long video roll-outs"). 0 = the paper.
+    # Std of Gaussian noise added to the training windows, in the frames' units (video intensity in [0, 1],
+    # or the field's values), not to the targets (conditioning augmentation, Ho et al. 2022 §3; GameNGen,
+    # Valevski et al. 2024 §3.2.1): the network learns to map corrupted histories back onto the data, so
+    # its own small roll-out errors are pulled back instead of compounding (README "Long video roll-outs":
+    # 0.2 on shapes). Training only; lifting only (ardm, meanflow and crps do not read it). 0 = the paper.
     window_noise: float = 0.0
     eval_trajectories: int = 64  # N trajectories rolled out by `tempoflow eval` (paper: 512)
     unet: UNetConfig = field(default_factory=UNetConfig)  # defaults: the paper's "medium" UNet

@@ -13,6 +13,7 @@ keep free of bounces (``shapes.CLEAR_FRAMES``); the vector maps to the nearest o
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,15 +214,17 @@ def objects_per_frame(videos: Tensor, threshold: float = 0.25) -> tuple[Tensor, 
         threshold: object-pixel threshold on the brightest channel.
 
     Returns:
-        ``(counts, pixels)``, both ``(B, T)`` float: components and object pixels per frame.
+        ``(counts, pixels)``, both ``(B, T)`` float32 on the CPU: components and object pixels per frame.
 
     Raises:
-        ValueError: ``videos`` is not ``(B, T, C, H, W)``.
+        ValueError: ``videos`` is not a non-empty ``(B, T, C, H, W)``, or ``threshold`` is not finite.
     """
     from scipy import ndimage
 
-    if videos.dim() != 5:
-        raise ValueError(f"videos must be (B, T, C, H, W), got {tuple(videos.shape)}")
+    if videos.dim() != 5 or videos.numel() == 0:
+        raise ValueError(f"videos must be a non-empty (B, T, C, H, W) tensor, got {tuple(videos.shape)}")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
     mask = (videos.detach().amax(2) > threshold).cpu().numpy()  # (B, T, H, W)
     B, T = mask.shape[:2]
     within_frame = np.zeros((3, 3, 3, 3), dtype=bool)

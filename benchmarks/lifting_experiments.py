@@ -312,6 +312,8 @@ def long_rollout(args: argparse.Namespace) -> dict:
 
     intensity, counts, pixels = stats(frames)
     train_intensity, train_counts, train_pixels = stats(train_videos)
+    lit_first, lit_last = lit_channels(frames[:, 0]), lit_channels(frames[:, -1])  # (N, 3) each
+    colour_kept = (lit_first == lit_last).all(-1) & (pixels[:, -1] > 0)
 
     def within(values: Tensor, ref: Tensor) -> float:  # share of generated frames inside the training range
         gen = values[:, cfg.lifting.window:]
@@ -325,6 +327,7 @@ def long_rollout(args: argparse.Namespace) -> dict:
         "samples": frames.shape[0],
         "ms_per_frame": 1e3 * run["seconds"] / (frames.shape[1] - cfg.lifting.window),
         "blank_at_end": int((pixels[:, -1] == 0).sum()),
+        "colour_kept_at_end": int(colour_kept.sum()),  # the object's lit channels at the last frame = the first's
         "intensity_range_rollout": [float(intensity.min()), float(intensity.max())],
         "intensity_range_training": [float(train_intensity.min()), float(train_intensity.max())],
         "object_pixels_range_rollout": [float(pixels.min()), float(pixels.max())],
@@ -343,6 +346,13 @@ def long_rollout(args: argparse.Namespace) -> dict:
                        f"object pixels (> {OBJECT_THRESHOLD})": (pixels, train_pixels),
                        "objects (8-connected)": (counts, train_counts)}, args.out / "long_rollout.png")
     return out
+
+
+def lit_channels(frames: Tensor) -> Tensor:
+    """``(N, 3)`` bool: which colour channels an object pixel of each frame ``(N, 3, H, W)`` lights (the palette's
+    colours are the corners of the RGB cube, so red is (1, 0, 0) and magenta (1, 0, 1))."""
+    on = frames.amax(1, keepdim=True) > OBJECT_THRESHOLD  # (N, 1, H, W) object pixels
+    return ((frames > OBJECT_THRESHOLD) & on).flatten(2).any(-1)
 
 
 def plot_long_rollout(panels: dict[str, tuple[Tensor, Tensor]], path: Path) -> None:

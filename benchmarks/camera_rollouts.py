@@ -48,6 +48,7 @@ from lifting_experiments import (
     print_table,
     relative_wall_time,
     train_and_load,
+    unet_and_budget,
 )
 from torch import Tensor
 
@@ -69,15 +70,7 @@ def experiment(args: argparse.Namespace, method: str, *overrides: str) -> Experi
     """The packaged ``camera_<method>`` config with this run's budget, output in ``--out/<method>``."""
     sizes = [
         f"data.camera.resolution={args.resolution}",
-        f"lifting.unet.base_width={args.width}",
-        f"lifting.unet.groups={max(1, args.width // 4)}",
-        f"lifting.unet.cond_dim={4 * args.width}",
-        f"train.steps={args.steps}",
-        f"train.batch_size={args.batch}",
-        f"train.lr={args.lr}",
-        f"train.checkpoint_every={args.steps}",
-        f"train.log_every={max(1, args.steps // 20)}",
-        f"device={args.device}",
+        *unet_and_budget(args, logs=20),
         f"train.cpu_threads={args.threads}",  # not the trainer's adaptive choice: every timing on one count
         f"out_dir={args.out / method}",
     ]

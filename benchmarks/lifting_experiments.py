@@ -65,6 +65,22 @@ LONG_OVERRIDES: tuple[str, ...] = ()
 OBJECT_THRESHOLD = 0.25  # a shapes pixel belongs to an object when a channel exceeds this (background is 0)
 
 
+def unet_and_budget(args: argparse.Namespace, logs: int) -> list[str]:
+    """Overrides every model of a comparison shares: the UNet width (``--width``, two levels as packaged),
+    steps, batch, lr and device; one checkpoint at the end and ``logs`` log lines."""
+    return [
+        f"lifting.unet.base_width={args.width}",
+        f"lifting.unet.groups={max(1, args.width // 4)}",
+        f"lifting.unet.cond_dim={4 * args.width}",
+        f"train.steps={args.steps}",
+        f"train.batch_size={args.batch}",
+        f"train.lr={args.lr}",
+        f"train.checkpoint_every={args.steps}",
+        f"train.log_every={max(1, args.steps // logs)}",
+        f"device={args.device}",
+    ]
+
+
 def experiment(args: argparse.Namespace, config: str, name: str, *overrides: str) -> ExperimentConfig:
     """A config of this run: the file's settings with the budget's sizes, output in ``--out/name``."""
     sizes = [
@@ -73,15 +89,7 @@ def experiment(args: argparse.Namespace, config: str, name: str, *overrides: str
         f"data.physics.n_times={args.times}",
         "data.physics.test_fraction=0.5",  # many held-out simulations: the truth the W2s compare against
         f"data.physics.cache_dir={args.out / 'data'}",
-        f"lifting.unet.base_width={args.width}",
-        f"lifting.unet.groups={max(1, args.width // 4)}",
-        f"lifting.unet.cond_dim={4 * args.width}",
-        f"train.steps={args.steps}",
-        f"train.batch_size={args.batch}",
-        f"train.lr={args.lr}",
-        f"train.checkpoint_every={args.steps}",
-        f"train.log_every={max(1, args.steps // 10)}",
-        f"device={args.device}",
+        *unet_and_budget(args, logs=10),
         f"eval.ensemble_size={args.ensemble}",
         f"out_dir={args.out / name}",
     ]
